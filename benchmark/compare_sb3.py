@@ -1,0 +1,126 @@
+"""ppo.py against Stable-Baselines3's PPO with identical settings, interleaved, on CartPole-v1.
+
+    python benchmark/compare_sb3.py --rounds 3 --total-timesteps 100000
+
+The settings are CleanRL's PPO defaults: 4 envs, 128 steps, 4 minibatches of 128, 4 epochs,
+Adam lr 2.5e-4 annealed to 0, gamma 0.99, GAE lambda 0.95, clip 0.2 (value clipping on),
+entropy 0.01, vf 0.5, grad norm 0.5, separate 64-64 tanh actor and critic with orthogonal
+init. Each round runs ppo.py, then SB3 (as shipped: its default torch thread count, and again
+with one thread, as ppo.py uses), each in its own process, so slow drifts of the machine hit
+every side alike. Steps/sec is env steps over the training loop's wall time. Writes
+benchmark/results/ppo_vs_sb3.md.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import WORK, read_scalars  # noqa: E402
+
+PPO_FLAGS = (
+    "--num-envs 4 --num-steps 128 --num-minibatches 4 --update-epochs 4 --learning-rate 2.5e-4 "
+    "--gamma 0.99 --gae-lambda 0.95 --clip-coef 0.2 --clip-vloss --ent-coef 0.01 --vf-coef 0.5 --max-grad-norm 0.5"
+).split()
+
+
+def sb3_worker(seed: int, total_timesteps: int, threads: int | None) -> None:
+    """Runs inside a child process: train SB3 PPO and print one JSON line of results."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    envs = make_vec_env("CartPole-v1", n_envs=4, seed=seed)
+    model = PPO(
+        "MlpPolicy",
+        envs,
+        n_steps=128,
+        batch_size=128,
+        n_epochs=4,
+        learning_rate=lambda progress_remaining: 2.5e-4 * progress_remaining,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_range=0.2,
+        clip_range_vf=0.2,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        seed=seed,
+        device="cpu",
+    )
+    start = time.time()
+    model.learn(total_timesteps=total_timesteps)
+    elapsed = time.time() - start
+    returns = [info["r"] for info in model.ep_info_buffer]
+    print(json.dumps({"sps": model.num_timesteps / elapsed, "final_return": float(np.mean(returns[-10:]))}))
+
+
+def run_ppo(seed: int, total_timesteps: int) -> dict:
+    cwd = WORK / f"compare_ppo_{seed}_{time.time_ns()}"
+    cwd.mkdir(parents=True)
+    command = [sys.executable, str(ROOT / "ppo.py"), "--seed", str(seed), "--total-timesteps", str(total_timesteps)]
+    subprocess.run(command + PPO_FLAGS, cwd=cwd, check=True, capture_output=True)
+    [run_dir] = sorted((cwd / "runs").iterdir())
+    scalars = read_scalars(run_dir)
+    returns = [v for _, v in scalars["charts/episodic_return"]]
+    return {"sps": scalars["charts/SPS"][-1][1], "final_return": float(np.mean(returns[-10:]))}
+
+
+def run_sb3(seed: int, total_timesteps: int, threads: int | None) -> dict:
+    command = [sys.executable, __file__, "--sb3-worker", "--seed", str(seed), "--total-timesteps", str(total_timesteps)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; round i uses seed i")
+    parser.add_argument("--total-timesteps", type=int, default=100_000)
+    parser.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.sb3_worker:
+        sb3_worker(options.seed, options.total_timesteps, options.threads)
+        return
+
+    sides = {"ppo.py": [], "SB3 PPO (default threads)": [], "SB3 PPO (1 thread)": []}
+    for seed in range(1, options.rounds + 1):
+        sides["ppo.py"].append(run_ppo(seed, options.total_timesteps))
+        sides["SB3 PPO (default threads)"].append(run_sb3(seed, options.total_timesteps, None))
+        sides["SB3 PPO (1 thread)"].append(run_sb3(seed, options.total_timesteps, 1))
+        print(f"round {seed}: " + ", ".join(f"{name} {runs[-1]['sps']:,.0f} steps/s" for name, runs in sides.items()))
+
+    ours = np.mean([r["sps"] for r in sides["ppo.py"]])
+    lines = [
+        f"CartPole-v1, CleanRL's PPO settings, {options.total_timesteps:,} steps, seeds 1-{options.rounds}, "
+        "interleaved (`python benchmark/compare_sb3.py`)",
+        "",
+        "| implementation | steps/sec (mean ± std) | final return (last 10, mean ± std) | ppo.py speed-up |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in sides.items():
+        sps = [r["sps"] for r in runs]
+        finals = [r["final_return"] for r in runs]
+        lines.append(
+            f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {np.mean(finals):.1f} ± {np.std(finals):.1f} "
+            f"| {ours / np.mean(sps):.2f}x |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (ROOT / "benchmark" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "benchmark" / "results" / "ppo_vs_sb3.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

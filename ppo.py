@@ -1,0 +1,719 @@
+"""Proximal Policy Optimization (PPO-clip) for Discrete and Box action spaces.
+
+Paper: Schulman et al. 2017, "Proximal Policy Optimization Algorithms",
+https://arxiv.org/abs/1707.06347 (GAE: Schulman et al. 2016, https://arxiv.org/abs/1506.02438).
+
+The loop: run the current policy for `num_steps` steps in `num_envs` envs, score every
+step with Generalized Advantage Estimation, then take several epochs of minibatch
+gradient steps on a clipped surrogate objective that keeps the new policy near the one
+that collected the data.
+
+    delta_t = r_t + gamma * V(s_{t+1}) * (1 - terminated_t) - V(s_t)
+    A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}        returns R_t = A_t + V(s_t)
+    ratio_t = pi(a_t|s_t) / pi_old(a_t|s_t)
+    L_clip  = -mean(min(ratio_t * A_t, clip(ratio_t, 1 - eps, 1 + eps) * A_t))
+    L_value = 0.5 * mean((V(s_t) - R_t)^2)        (optionally clipped around the old values)
+    loss    = L_clip + vf_coef * L_value - ent_coef * entropy
+
+A time-limit cut (truncated) is not a terminal state: its target bootstraps from the value
+of the real final observation. Defaults differ for Discrete and Box action spaces (see
+`Args`); both learn without other flags.
+
+    python ppo.py                          # CartPole-v1
+    python ppo.py --env-id Pendulum-v1 --save-model
+"""
+
+import dataclasses
+import importlib.util
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (used in the run folder name)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs (env i is reset with seed + i)"""
+    torch_deterministic: bool = True
+    """if toggled, torch uses deterministic algorithms (same seed, same returns on CPU)"""
+    cuda: bool = True
+    """if toggled, use a GPU when one is available"""
+    capture_video: bool = False
+    """if toggled, record videos of the first env into `videos/{run_name}` (needs the video extra)"""
+    save_model: bool = False
+    """if toggled, save the model to `runs/{run_name}/{exp_name}.pt` and evaluate it after training"""
+    eval_episodes: int = 10
+    """how many episodes the saved model is evaluated for (deterministic actions)"""
+
+    env_id: str = "CartPole-v1"
+    """the id of a gymnasium environment with a 1-D Box observation space"""
+    total_timesteps: int = 100_000
+    """total env steps of the run"""
+    learning_rate: float = 1e-3
+    """Adam learning rate"""
+    num_envs: int | None = None
+    """number of parallel envs [None: 8 for Discrete, 4 for Box actions]"""
+    num_steps: int | None = None
+    """steps per env in each rollout [None: 32 for Discrete, 256 for Box actions]"""
+    async_envs: bool = False
+    """if toggled, run the envs in subprocesses (AsyncVectorEnv); the in-process SyncVectorEnv
+    is faster for cheap envs such as classic control on a few cores"""
+    anneal_lr: bool = True
+    """if toggled, the learning rate decays linearly to 0 over the run"""
+    gamma: float | None = None
+    """discount factor [None: 0.98 for Discrete, 0.95 for Box actions]"""
+    gae_lambda: float | None = None
+    """GAE lambda [None: 0.8 for Discrete, 0.95 for Box actions]"""
+    num_minibatches: int | None = None
+    """minibatches per epoch; must divide num_envs * num_steps [None: 1 for Discrete, 16 for Box]"""
+    update_epochs: int | None = None
+    """passes over each rollout [None: 20 for Discrete, 10 for Box actions]"""
+    norm_adv: bool = True
+    """if toggled, normalize advantages within each minibatch"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient epsilon"""
+    clip_vloss: bool = False
+    """if toggled, clip the value loss around the old values, as the PPO code release does"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """the maximum global norm of the gradients"""
+    target_kl: float | None = None
+    """if set, stop the epochs of an update early once the approximate KL exceeds it"""
+    norm_obs: bool | None = None
+    """normalize observations with running statistics [None: off for Discrete, on for Box]"""
+    norm_reward: bool | None = None
+    """scale rewards by the running std of the discounted return [None: off for Discrete, on for Box]"""
+
+
+# Defaults that depend on the action-space kind; a flag given on the command line always wins.
+KIND_DEFAULTS = {
+    "discrete": dict(
+        num_envs=8,
+        num_steps=32,
+        gamma=0.98,
+        gae_lambda=0.8,
+        num_minibatches=1,
+        update_epochs=20,
+        norm_obs=False,
+        norm_reward=False,
+    ),
+    "continuous": dict(
+        num_envs=4,
+        num_steps=256,
+        gamma=0.95,
+        gae_lambda=0.95,
+        num_minibatches=16,
+        update_epochs=10,
+        norm_obs=True,
+        norm_reward=True,
+    ),
+}
+
+
+def usage_error(message: str) -> None:
+    """A user mistake: one line on stderr, exit status 2, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args: Args) -> None:
+    """Reject impossible values (None means 'use the action-space default')."""
+    positive_ints = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_episodes"]
+    positive_floats = ["learning_rate", "clip_coef", "max_grad_norm", "target_kl"]
+    for name in positive_ints + positive_floats:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            usage_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    for name in ["gamma", "gae_lambda"]:
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+    for name in ["ent_coef", "vf_coef"]:
+        if not getattr(args, name) >= 0:
+            usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.env_id not in gym.registry:
+        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
+
+
+def resolve_defaults(args: Args) -> Args:
+    """Fill the kind-dependent defaults after one probe env has shown the spaces."""
+    probe = gym.make(args.env_id)
+    obs_space, action_space = probe.observation_space, probe.action_space
+    probe.close()
+    supported_obs = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
+    if isinstance(action_space, gym.spaces.Discrete):
+        kind = "discrete"
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        kind = "continuous"
+    else:
+        supported_obs = False
+    if not supported_obs:
+        usage_error(
+            f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
+            "ppo.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
+        )
+    missing = {k: v for k, v in KIND_DEFAULTS[kind].items() if getattr(args, k) is None}
+    args = dataclasses.replace(args, **missing)
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches:
+        usage_error(
+            f"--num-minibatches {args.num_minibatches} does not divide the batch num_envs * num_steps = {batch_size}"
+        )
+    return args
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        return env
+
+    return thunk
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    *,
+    async_envs: bool = False,
+    norm_obs: bool = False,
+    norm_reward: bool = False,
+    gamma: float = 0.99,
+    capture_video: bool = False,
+    run_name: str = "",
+) -> gym.vector.VectorEnv:
+    """Vectorized envs with episode statistics and optional normalization.
+
+    Autoreset mode is NEXT_STEP (gymnasium's default, and the only one its vector
+    normalization wrappers accept): when env i ends at step t, the observation returned at
+    t is the real final observation, and step t+1 of env i only resets it (action ignored,
+    reward 0). The rollout marks such reset steps and never trains on them.
+    """
+    thunks = [make_env(env_id, i, capture_video, run_name) for i in range(num_envs)]
+    vector_cls = gym.vector.AsyncVectorEnv if async_envs else gym.vector.SyncVectorEnv
+    envs = vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    # Statistics first, so logged returns are the env's raw rewards, not the scaled ones.
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if norm_obs:
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
+    if norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+    return envs
+
+
+def find_wrapper(envs: gym.vector.VectorEnv, wrapper_cls):
+    """The first wrapper of type wrapper_cls around envs, or None."""
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if isinstance(envs, wrapper_cls):
+            return envs
+        envs = envs.env
+    return None
+
+
+def stop_after_env_worker_death(envs: gym.vector.VectorEnv) -> str:
+    """An AsyncVectorEnv worker died: name the dead ones, end the others, and mark the envs closed
+    (their own close() would wait forever on the dead worker's pipe)."""
+    vector_env = envs.unwrapped
+    processes = getattr(vector_env, "processes", [])
+    dead = [
+        f"env worker {i} (pid {p.pid}, exit code {p.exitcode})" for i, p in enumerate(processes) if not p.is_alive()
+    ]
+    for process in processes:
+        process.terminate()
+        process.join()
+    vector_env.closed = True
+    return ", ".join(dead) or "an env worker"
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """Separate actor and critic MLPs (64-64 tanh).
+
+    Discrete: the actor outputs Categorical logits. Box: the actor outputs the mean of a
+    diagonal Normal whose log-std is a learned, state-independent parameter.
+    """
+
+    def __init__(self, obs_dim: int, action_space: gym.Space):
+        super().__init__()
+        self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
+
+        def mlp(out_dim: int, out_std: float) -> nn.Sequential:
+            return nn.Sequential(
+                layer_init(nn.Linear(obs_dim, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, out_dim), std=out_std),
+            )
+
+        self.critic = mlp(1, out_std=1.0)
+        # A small last layer makes the initial policy near-uniform / near-zero mean.
+        self.actor = mlp(action_dim, out_std=0.01)
+        if not self.is_discrete:
+            self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def log_prob_and_entropy(self, policy_out: torch.Tensor, action: torch.Tensor):
+        """log pi(a|s) and the entropy, from the actor's output for the same observations."""
+        if self.is_discrete:
+            log_probs = torch.log_softmax(policy_out, dim=-1)
+            log_prob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            return log_prob, entropy
+        log_std = self.actor_logstd.expand_as(policy_out)
+        # log N(a; mu, sigma) = -((a - mu) / sigma)^2 / 2 - log sigma - log(2 pi) / 2, summed over dims
+        z = (action - policy_out) / log_std.exp()
+        log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        entropy = (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum(-1)
+        return log_prob, entropy
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions for a batch of observations: sampled, or argmax / Gaussian mean if deterministic."""
+        policy_out = self.actor(obs)
+        if self.is_discrete:
+            if deterministic:
+                return policy_out.argmax(-1)
+            # Gumbel-max trick: argmax(logits + Gumbel noise) ~ Categorical(logits), about
+            # half the cost of torch.distributions.Categorical.sample for small batches.
+            return (policy_out - torch.log(-torch.log(torch.rand_like(policy_out)))).argmax(-1)
+        if deterministic:
+            return policy_out
+        return policy_out + torch.randn_like(policy_out) * self.actor_logstd.exp()
+
+    def evaluate_actions(self, obs: torch.Tensor, action: torch.Tensor):
+        """For the update: (log pi(action|obs), entropy, V(obs)) with gradients."""
+        log_prob, entropy = self.log_prob_and_entropy(self.actor(obs), action)
+        return log_prob, entropy, self.get_value(obs)
+
+
+def compute_gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminations: np.ndarray,
+    dones: np.ndarray,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized Advantage Estimation over a (num_steps, num_envs) rollout.
+
+    next_values[t] is V of the observation that step t returned: the next state, or the real
+    final observation when the episode ended at t. terminations zero the bootstrap (a
+    terminal state has no future); dones (terminated or truncated) stop the recursion so no
+    advantage leaks across an episode boundary. A truncated step therefore still bootstraps
+    from V(final observation).
+
+        delta_t = r_t + gamma * next_values_t * (1 - terminated_t) - values_t
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+
+    Returns (advantages, returns = advantages + values). Plain numpy: on small arrays its
+    per-operation cost is a fraction of torch's, and this loop runs num_steps times.
+    """
+    advantages = np.zeros_like(rewards)
+    next_advantage = np.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminations[t]) - values[t]
+        next_advantage = delta + gamma * gae_lambda * (1.0 - dones[t]) * next_advantage
+        advantages[t] = next_advantage
+    return advantages, advantages + values
+
+
+def ppo_policy_loss(
+    new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate loss, -mean(min(ratio * A, clip(ratio, 1-eps, 1+eps) * A)).
+
+    Also returns the approximate KL(old || new) estimate mean((ratio - 1) - log ratio)
+    (Schulman's low-variance estimator) and the fraction of samples whose ratio was clipped.
+    """
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    loss = torch.max(unclipped, clipped).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip_coef).float().mean()
+    return loss, approx_kl, clipfrac
+
+
+def ppo_value_loss(
+    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float | None
+) -> torch.Tensor:
+    """0.5 * mean((V - R)^2); with clip_coef, the max of that and the error of V clipped to
+    old_V +- clip_coef (so the value cannot move far from the one that scored the data)."""
+    unclipped = (new_values - returns).pow(2)
+    if clip_coef is None:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    return 0.5 * torch.max(unclipped, (clipped_values - returns).pow(2)).mean()
+
+
+def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
+    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 is no better than the mean."""
+    target_var = np.var(target)
+    return float("nan") if target_var == 0 else float(1 - np.var(target - predicted) / target_var)
+
+
+@dataclass
+class Rollout:
+    """num_steps x num_envs of experience, as numpy arrays (cheap per-step writes)."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    log_probs: np.ndarray
+    values: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    dones: np.ndarray
+    trainable: np.ndarray  # False on the reset step that follows an episode end
+    last_value: np.ndarray  # V(observation after the last step), one per env
+
+    @classmethod
+    def empty(cls, num_steps: int, num_envs: int, obs_shape, action_shape) -> "Rollout":
+        def zeros(*shape):
+            return np.zeros((num_steps, num_envs, *shape), dtype=np.float32)
+
+        return cls(
+            obs=zeros(*obs_shape),
+            actions=zeros(*action_shape),
+            log_probs=zeros(),
+            values=zeros(),
+            rewards=zeros(),
+            terminations=zeros(),
+            dones=zeros(),
+            trainable=np.zeros((num_steps, num_envs), dtype=bool),
+            last_value=np.zeros(num_envs, dtype=np.float32),
+        )
+
+
+class EpisodeLog:
+    """Finished-episode statistics from RecordEpisodeStatistics, to TensorBoard and a window."""
+
+    def __init__(self, writer: SummaryWriter | None, window: int = 10):
+        self.writer = writer
+        self.recent_returns = deque(maxlen=window)
+        self.all_returns: list[float] = []
+
+    def record(self, infos: dict, global_step: int) -> None:
+        if "episode" not in infos:
+            return
+        for i in np.flatnonzero(infos["_episode"]):
+            episodic_return = float(infos["episode"]["r"][i])
+            self.recent_returns.append(episodic_return)
+            self.all_returns.append(episodic_return)
+            if self.writer is not None:
+                self.writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                self.writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+    def recent_mean(self) -> float:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
+
+
+def collect_rollout(
+    agent: Agent,
+    envs: gym.vector.VectorEnv,
+    rollout: Rollout,
+    next_obs: np.ndarray,
+    next_done: np.ndarray,
+    episode_log: EpisodeLog,
+    global_step: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Fill `rollout` by acting with the current policy; returns (next_obs, next_done, global_step)."""
+    action_space = envs.single_action_space
+    for step in range(rollout.obs.shape[0]):
+        global_step += envs.num_envs
+        rollout.obs[step] = next_obs
+        # NEXT_STEP autoreset: after a done, this step only resets the env.
+        rollout.trainable[step] = ~next_done
+        with torch.no_grad():
+            action = agent.act(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
+        rollout.actions[step] = action
+        if not agent.is_discrete:
+            # The env gets the clipped action; learning uses the log-prob of the sampled one.
+            action = np.clip(action, action_space.low, action_space.high)
+        next_obs, reward, terminated, truncated, infos = envs.step(action)
+        next_done = terminated | truncated
+        rollout.rewards[step] = reward
+        rollout.terminations[step] = terminated
+        rollout.dones[step] = next_done
+        episode_log.record(infos, global_step)
+    # The networks do not change during a rollout, so log pi(a_t|s_t) and V(s_t) come from one
+    # batched pass here rather than a small pass per step: the same numbers, far fewer calls.
+    with torch.no_grad():
+        log_probs, _, values = agent.evaluate_actions(
+            torch.as_tensor(rollout.obs, device=device).flatten(0, 1),
+            torch.as_tensor(rollout.actions, device=device).flatten(0, 1),
+        )
+        rollout.log_probs[:] = log_probs.view(rollout.log_probs.shape).cpu().numpy()
+        rollout.values[:] = values.view(rollout.values.shape).cpu().numpy()
+        last_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+        rollout.last_value[:] = agent.get_value(last_obs).cpu().numpy()
+    return next_obs, next_done, global_step
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def rollout_advantages(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
+    """GAE for a collected rollout: (advantages, returns), each (num_steps, num_envs)."""
+    # V(s_{t+1}) is the next row's value, or the value after the rollout for the last row. With
+    # NEXT_STEP autoreset the row after an episode end holds the real final observation, so
+    # a truncated step bootstraps from exactly V(final observation).
+    next_values = np.concatenate([rollout.values[1:], rollout.last_value[None]])
+    return compute_gae(
+        rollout.rewards, rollout.values, next_values, rollout.terminations, rollout.dones, gamma, gae_lambda
+    )
+
+
+def ppo_update(
+    agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, args: Args, device: torch.device, global_step: int
+) -> dict[str, float]:
+    """GAE on the rollout, then `update_epochs` epochs of clipped-PPO minibatch steps.
+
+    Returns every logged loss as its mean over all minibatches and epochs of this update.
+    """
+
+    def as_tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=device)
+
+    advantages, returns = rollout_advantages(rollout, args.gamma, args.gae_lambda)
+    # Flatten (step, env) and keep only real transitions (not NEXT_STEP reset steps).
+    keep = as_tensor(rollout.trainable.reshape(-1))
+    b_obs = as_tensor(rollout.obs).flatten(0, 1)[keep]
+    b_actions = as_tensor(rollout.actions).flatten(0, 1)[keep]
+    b_log_probs = as_tensor(rollout.log_probs).flatten()[keep]
+    b_advantages = as_tensor(advantages).flatten()[keep]
+    b_returns = as_tensor(returns).flatten()[keep]
+    b_values = as_tensor(rollout.values).flatten()[keep]
+
+    sums: dict[str, float] = {}
+    num_minibatch_steps = 0
+    stop_early = False
+    for _epoch in range(args.update_epochs):
+        permutation = torch.randperm(len(b_obs), device=device)
+        for mb in torch.tensor_split(permutation, args.num_minibatches):
+            new_log_prob, entropy, new_value = agent.evaluate_actions(b_obs[mb], b_actions[mb])
+            mb_advantages = b_advantages[mb]
+            if args.norm_adv and len(mb) > 1:
+                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+            policy_loss, approx_kl, clipfrac = ppo_policy_loss(
+                new_log_prob, b_log_probs[mb], mb_advantages, args.clip_coef
+            )
+            value_loss = ppo_value_loss(
+                new_value, b_values[mb], b_returns[mb], args.clip_coef if args.clip_vloss else None
+            )
+            entropy_loss = entropy.mean()
+            loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy_loss
+
+            stats = {
+                "policy_loss": policy_loss.item(),
+                "value_loss": value_loss.item(),
+                "entropy": entropy_loss.item(),
+                "approx_kl": approx_kl.item(),
+                "clipfrac": clipfrac.item(),
+            }
+            for name, value in stats.items():
+                if not np.isfinite(value):
+                    raise NonFiniteLossError(f"non-finite {name} ({value}) in the update at global step {global_step}")
+                sums[name] = sums.get(name, 0.0) + value
+            num_minibatch_steps += 1
+
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+            if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
+                stop_early = True
+                break
+        if stop_early:
+            break
+
+    if not all(torch.isfinite(p).all() for p in agent.parameters()):
+        raise NonFiniteLossError(f"non-finite network parameters after the update at global step {global_step}")
+    means = {name: total / num_minibatch_steps for name, total in sums.items()}
+    means["explained_variance"] = explained_variance(b_values.cpu().numpy(), b_returns.cpu().numpy())
+    return means
+
+
+def save_model(path: str, agent: Agent, envs: gym.vector.VectorEnv, args: Args) -> None:
+    """Weights plus the observation-normalization statistics: everything needed to act."""
+    obs_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
+    obs_rms = None
+    if obs_norm is not None:
+        obs_rms = {
+            "mean": torch.as_tensor(obs_norm.obs_rms.mean),
+            "var": torch.as_tensor(obs_norm.obs_rms.var),
+            "count": float(obs_norm.obs_rms.count),
+        }
+    torch.save({"model": agent.state_dict(), "obs_rms": obs_rms, "args": dataclasses.asdict(args)}, path)
+
+
+def restore_obs_normalization(envs: gym.vector.VectorEnv, obs_rms: dict | None) -> None:
+    """Load saved observation statistics into envs and freeze them (evaluation must not drift)."""
+    obs_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
+    if obs_norm is None or obs_rms is None:
+        return
+    obs_norm.update_running_mean = False
+    obs_norm.obs_rms.mean = obs_rms["mean"].numpy().copy()
+    obs_norm.obs_rms.var = obs_rms["var"].numpy().copy()
+    obs_norm.obs_rms.count = obs_rms["count"]
+
+
+def evaluate(model_path: str, env_id: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
+    """Play `eval_episodes` episodes with the saved model's deterministic action (argmax or
+    Gaussian mean) on a fresh env whose normalization statistics are the saved, frozen ones."""
+    checkpoint = torch.load(model_path, map_location=device)
+    obs_rms = checkpoint["obs_rms"]
+    envs = make_vector_env(env_id, 1, norm_obs=obs_rms is not None)
+    restore_obs_normalization(envs, obs_rms)
+    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
+    agent.load_state_dict(checkpoint["model"])
+    agent.eval()
+    episode_log = EpisodeLog(writer=None)
+    obs, _ = envs.reset(seed=seed)
+    while len(episode_log.all_returns) < eval_episodes:
+        with torch.no_grad():
+            action = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True)
+        action = action.cpu().numpy()
+        if not agent.is_discrete:
+            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, _, _, _, infos = envs.step(action)
+        episode_log.record(infos, 0)
+    envs.close()
+    return episode_log.all_returns[:eval_episodes]
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    args = resolve_defaults(args)
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = max(1, args.total_timesteps // batch_size)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    # One thread is faster than several for 64-unit MLPs, and leaves a core for the envs.
+    torch.set_num_threads(1)
+    # Argument checks in torch.distributions cost time on every call and we never pass bad values.
+    torch.distributions.Distribution.set_default_validate_args(False)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
+    )
+    envs = make_vector_env(
+        args.env_id,
+        args.num_envs,
+        async_envs=args.async_envs,
+        norm_obs=args.norm_obs,
+        norm_reward=args.norm_reward,
+        gamma=args.gamma,
+        capture_video=args.capture_video,
+        run_name=run_name,
+    )
+    envs.action_space.seed(args.seed)
+    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
+    # fused: one kernel for all parameters (~20% cheaper per step here than the per-tensor loop)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    obs_shape, action_shape = envs.single_observation_space.shape, envs.single_action_space.shape
+    rollout = Rollout.empty(args.num_steps, args.num_envs, obs_shape, action_shape)
+    episode_log = EpisodeLog(writer)
+    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+
+    global_step = 0
+    start_time = time.time()
+    progress_every = max(1, num_iterations // 20)
+    next_obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
+    next_done = np.zeros(args.num_envs, dtype=bool)
+    exit_code = 0
+    try:
+        for iteration in range(1, num_iterations + 1):
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+            next_obs, next_done, global_step = collect_rollout(
+                agent, envs, rollout, next_obs, next_done, episode_log, global_step, device
+            )
+            losses = ppo_update(agent, optimizer, rollout, args, device, global_step)
+
+            sps = int(global_step / (time.time() - start_time))
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            for name, value in losses.items():
+                writer.add_scalar(f"losses/{name}", value, global_step)
+            if iteration % progress_every == 0 or iteration == num_iterations:
+                print(
+                    f"global_step={global_step:>8d} ({100 * global_step / args.total_timesteps:3.0f}%)  "
+                    f"mean_return(last {episode_log.recent_returns.maxlen})={episode_log.recent_mean():9.2f}  SPS={sps}"
+                )
+    except KeyboardInterrupt:
+        print(f"interrupted at global_step={global_step}; closing cleanly", file=sys.stderr)
+        exit_code = 130
+    except NonFiniteLossError as error:
+        print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
+        exit_code = 1
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # a subprocess env's pipe broke
+        dead = stop_after_env_worker_death(envs)
+        print(f"{os.path.basename(__file__)}: error: {dead} died at global step {global_step}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        if args.save_model and exit_code != 1:
+            save_model(model_path, agent, envs, args)
+            print(f"model saved to {model_path}")
+        envs.close()
+
+    eval_returns = []
+    if args.save_model and exit_code == 0:
+        eval_returns = evaluate(model_path, args.env_id, args.eval_episodes, args.seed + 10_000, device)
+        for episode, episodic_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, episode)
+        print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
+    writer.close()
+    window = episode_log.recent_returns.maxlen
+    print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
+    if exit_code:
+        sys.exit(exit_code)
+    return {
+        "run_name": run_name,
+        "episodic_returns": episode_log.all_returns,
+        "eval_returns": eval_returns,
+        "model_path": model_path if args.save_model else None,
+    }
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,283 @@
+"""ppo.py: the math against independent references, rollout bookkeeping, saving, and learning."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import ppo
+
+
+def reference_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
+    """A_t as the forward sum of (gamma * lambda)^k * delta_{t+k}, up to and including the first done."""
+    num_steps, num_envs = rewards.shape
+    advantages = np.zeros((num_steps, num_envs))
+    for env in range(num_envs):
+        for t in range(num_steps):
+            total, weight = 0.0, 1.0
+            for k in range(t, num_steps):
+                delta = rewards[k, env] + gamma * next_values[k, env] * (1 - terminations[k, env]) - values[k, env]
+                total += weight * delta
+                if dones[k, env]:
+                    break
+                weight *= gamma * gae_lambda
+            advantages[t, env] = total
+    return advantages
+
+
+def test_compute_gae_matches_a_plain_loop_with_terminations_and_truncations():
+    rng = np.random.default_rng(0)
+    num_steps, num_envs = 9, 4
+    rewards = rng.normal(size=(num_steps, num_envs))
+    values = rng.normal(size=(num_steps, num_envs))
+    next_values = rng.normal(size=(num_steps, num_envs))
+    terminations = np.zeros((num_steps, num_envs))
+    truncations = np.zeros((num_steps, num_envs))
+    terminations[2, 0] = terminations[6, 1] = terminations[8, 3] = 1
+    truncations[4, 0] = truncations[1, 2] = truncations[8, 1] = 1
+    dones = np.maximum(terminations, truncations)
+    gamma, gae_lambda = 0.97, 0.9
+
+    advantages, returns = ppo.compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda)
+    expected = reference_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-12)
+    np.testing.assert_allclose(returns, expected + values, rtol=1e-12)
+
+
+def test_compute_gae_hand_computed():
+    # Step 0 is truncated with V(final obs) = 2, step 2 terminates; gamma 0.9, lambda 0.5.
+    rewards = np.array([[1.0], [1.0], [1.0]])
+    values = np.array([[0.5], [0.5], [0.5]])
+    next_values = np.array([[2.0], [0.5], [9.0]])  # the 9 must be ignored: terminal
+    terminations = np.array([[0.0], [0.0], [1.0]])
+    dones = np.array([[1.0], [0.0], [1.0]])
+    advantages, returns = ppo.compute_gae(rewards, values, next_values, terminations, dones, 0.9, 0.5)
+    # A2 = 1 - 0.5 = 0.5; A1 = (1 + 0.9*0.5 - 0.5) + 0.45*0.5 = 1.175; A0 = 1 + 0.9*2 - 0.5 = 2.3
+    np.testing.assert_allclose(advantages, [[2.3], [1.175], [0.5]])
+    np.testing.assert_allclose(returns, [[2.8], [1.675], [1.0]])
+
+
+def test_policy_loss_hand_computed():
+    ratios = torch.tensor([1.5, 0.5, 1.0])
+    old_log_prob = torch.tensor([-1.0, -2.0, -0.5])
+    advantages = torch.tensor([1.0, 1.0, -1.0])
+    loss, approx_kl, clipfrac = ppo.ppo_policy_loss(old_log_prob + ratios.log(), old_log_prob, advantages, 0.2)
+    # per sample max(-A*r, -A*clip(r)): -1.2 (clipped at 1.2), -0.5, 1.0
+    torch.testing.assert_close(loss, torch.tensor((-1.2 - 0.5 + 1.0) / 3))
+    torch.testing.assert_close(clipfrac, torch.tensor(2 / 3))
+    expected_kl = np.mean([0.5 - np.log(1.5), -0.5 - np.log(0.5), 0.0])
+    torch.testing.assert_close(approx_kl, torch.tensor(expected_kl, dtype=torch.float32))
+
+
+def test_value_loss_hand_computed():
+    new_values, old_values, returns = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0]), torch.tensor([0.0, 2.5])
+    # unclipped squared errors 1 and 0.25; clipped values 1.5 and 2.5 give 2.25 and 0
+    torch.testing.assert_close(ppo.ppo_value_loss(new_values, old_values, returns, None), torch.tensor(0.3125))
+    torch.testing.assert_close(ppo.ppo_value_loss(new_values, old_values, returns, 0.5), torch.tensor(0.625))
+
+
+def test_explained_variance():
+    target = np.array([1.0, 2.0, 3.0, 4.0])
+    assert ppo.explained_variance(target, target) == pytest.approx(1.0)
+    assert ppo.explained_variance(np.full(4, target.mean()), target) == pytest.approx(0.0)
+
+
+class CountingEnv(gym.Env):
+    """obs = [t]; reward 1 per step; terminates at `terminate_at` if set (TimeLimit truncates at 3)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, terminate_at=None):
+        self.terminate_at = terminate_at
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return np.array([float(self.t)], np.float32), 1.0, terminated, False, {}
+
+
+# Truncated by the time limit at t = 3, or terminated by the env itself at t = 3.
+gym.register("tests/CountingTruncated-v0", entry_point=CountingEnv, max_episode_steps=3)
+gym.register("tests/CountingTerminated-v0", entry_point=CountingEnv, kwargs={"terminate_at": 3})
+
+
+def small_args(**overrides) -> ppo.Args:
+    args = dict(num_envs=2, num_steps=16, gamma=0.9, gae_lambda=0.95, num_minibatches=1, update_epochs=1)
+    args.update(overrides)
+    return ppo.Args(**args)
+
+
+def collect(env_id, num_envs, num_steps, seed=0, **env_kwargs):
+    torch.manual_seed(seed)
+    envs = ppo.make_vector_env(env_id, num_envs, **env_kwargs)
+    agent = ppo.Agent(envs.single_observation_space.shape[0], envs.single_action_space)
+    obs_shape, action_shape = envs.single_observation_space.shape, envs.single_action_space.shape
+    rollout = ppo.Rollout.empty(num_steps, num_envs, obs_shape, action_shape)
+    obs, _ = envs.reset(seed=seed)
+    done = np.zeros(num_envs, dtype=bool)
+    ppo.collect_rollout(agent, envs, rollout, obs, done, ppo.EpisodeLog(None), 0, torch.device("cpu"))
+    return envs, agent, rollout
+
+
+@pytest.mark.parametrize("terminated", [False, True])
+def test_episode_end_bootstraps_from_the_real_final_observation(terminated):
+    envs, agent, rollout = collect("tests/CountingTerminated-v0" if terminated else "tests/CountingTruncated-v0", 1, 6)
+    # NEXT_STEP: row 3 holds the final observation [3]; that step only resets and is not trained on.
+    np.testing.assert_array_equal(rollout.obs[:, 0, 0], [0, 1, 2, 3, 0, 1])
+    np.testing.assert_array_equal(rollout.trainable[:, 0], [True, True, True, False, True, True])
+    np.testing.assert_array_equal(rollout.dones[:, 0], [0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(rollout.terminations[:, 0], [0, 0, float(terminated), 0, 0, 0])
+
+    advantages, _ = ppo.rollout_advantages(rollout, gamma=0.9, gae_lambda=0.95)
+    with torch.no_grad():
+        v_final = agent.get_value(torch.tensor([[3.0]])).item()
+        v_before = agent.get_value(torch.tensor([[2.0]])).item()
+    bootstrap = 0.0 if terminated else 0.9 * v_final
+    assert advantages[2, 0] == pytest.approx(1.0 + bootstrap - v_before, abs=1e-6)
+    envs.close()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_first_minibatch_ratio_is_exactly_one(env_id):
+    envs, agent, rollout = collect(env_id, 2, 32, norm_obs=env_id == "Pendulum-v1")
+    keep = torch.as_tensor(rollout.trainable.reshape(-1))
+    obs = torch.as_tensor(rollout.obs).flatten(0, 1)[keep]
+    actions = torch.as_tensor(rollout.actions).flatten(0, 1)[keep]
+    with torch.no_grad():
+        new_log_prob, _, _ = agent.evaluate_actions(obs, actions)
+    stored = torch.as_tensor(rollout.log_probs).flatten()[keep]
+    torch.testing.assert_close(new_log_prob, stored, rtol=0, atol=1e-5)
+
+    # Through the real update path: one epoch, one minibatch, so the logged KL and clip
+    # fraction are those of the first minibatch, computed before any gradient step.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
+    losses = ppo.ppo_update(agent, optimizer, rollout, small_args(), torch.device("cpu"), 0)
+    assert abs(losses["approx_kl"]) < 1e-6
+    assert losses["clipfrac"] == 0.0
+    envs.close()
+
+
+def test_continuous_actions_are_clipped_for_the_env_but_not_for_learning(monkeypatch):
+    sent = []
+    original_step = gym.vector.SyncVectorEnv.step
+
+    def recording_step(self, actions):
+        sent.append(np.array(actions))
+        return original_step(self, actions)
+
+    monkeypatch.setattr(gym.vector.SyncVectorEnv, "step", recording_step)
+    torch.manual_seed(0)
+    envs, agent, rollout = collect("Pendulum-v1", 2, 64)
+    with torch.no_grad():
+        agent.actor_logstd.fill_(1.5)  # wide policy: many samples fall outside [-2, 2]
+    sent.clear()
+    ppo.collect_rollout(
+        agent, envs, rollout, envs.reset(seed=1)[0], np.zeros(2, bool), ppo.EpisodeLog(None), 0, torch.device("cpu")
+    )
+    sent = np.stack(sent)
+    assert np.abs(sent).max() <= 2.0
+    assert np.abs(rollout.actions).max() > 2.0, "the stored action must be the sampled, unclipped one"
+    envs.close()
+
+
+def test_observation_statistics_survive_save_and_load(tmp_path):
+    envs = ppo.make_vector_env("Pendulum-v1", 2, norm_obs=True)
+    envs.reset(seed=0)
+    for _ in range(50):
+        envs.step(envs.action_space.sample())
+    agent = ppo.Agent(3, envs.single_action_space)
+    path = tmp_path / "model.pt"
+    ppo.save_model(str(path), agent, envs, small_args(env_id="Pendulum-v1"))
+    live = ppo.find_wrapper(envs, gym.wrappers.vector.NormalizeObservation).obs_rms
+
+    fresh = ppo.make_vector_env("Pendulum-v1", 1, norm_obs=True)
+    ppo.restore_obs_normalization(fresh, torch.load(path)["obs_rms"])
+    restored = ppo.find_wrapper(fresh, gym.wrappers.vector.NormalizeObservation).obs_rms
+    np.testing.assert_allclose(restored.mean, live.mean)
+    np.testing.assert_allclose(restored.var, live.var)
+    fresh.reset(seed=1)
+    for _ in range(20):
+        fresh.step(fresh.action_space.sample())
+    np.testing.assert_allclose(restored.mean, live.mean, err_msg="evaluation must not update the statistics")
+    assert len(ppo.evaluate(str(path), "Pendulum-v1", 1, seed=3, device=torch.device("cpu"))) == 1
+    envs.close()
+    fresh.close()
+
+
+def test_non_finite_loss_stops_the_update():
+    envs, agent, rollout = collect("CartPole-v1", 2, 16)
+    rollout.rewards[0, 0] = np.nan
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
+    with pytest.raises(ppo.NonFiniteLossError, match="global step 123"):
+        ppo.ppo_update(agent, optimizer, rollout, small_args(), torch.device("cpu"), 123)
+    envs.close()
+
+
+def test_per_kind_defaults_are_filled_and_explicit_flags_win():
+    discrete = ppo.resolve_defaults(ppo.Args(env_id="CartPole-v1"))
+    continuous = ppo.resolve_defaults(ppo.Args(env_id="Pendulum-v1", num_envs=2))
+    assert (discrete.gamma, discrete.norm_obs) == (0.98, False)
+    assert (continuous.gamma, continuous.norm_obs, continuous.num_envs) == (0.95, True, 2)
+
+
+def test_dead_env_worker_stops_the_run_naming_it(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, ppo.__file__, "--async-envs", "--num-envs", "2", "--total-timesteps", "10000000"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while not (workers := child_pids(process.pid)) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "env worker" in lines[0] and "died" in lines[0], stderr
+    assert not child_pids(process.pid)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Child pids of pid, from /proc (no psutil needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.learning
+def test_learns_cartpole(in_tmp_dir, capsys):
+    result = ppo.main(ppo.Args(env_id="CartPole-v1", seed=1, total_timesteps=30_000))
+    last_10 = np.mean(result["episodic_returns"][-10:])
+    assert last_10 >= 400, f"last-10 mean {last_10:.1f} (an untrained policy gets about 22)"
+
+
+@pytest.mark.learning
+def test_learns_pendulum(in_tmp_dir, capsys):
+    result = ppo.main(ppo.Args(env_id="Pendulum-v1", seed=1, total_timesteps=40_000))
+    last_10 = np.mean(result["episodic_returns"][-10:])
+    assert last_10 >= -400, f"last-10 mean {last_10:.1f} (an untrained policy gets about -1200)"
