@@ -47,7 +47,7 @@ class Args:
     seed: int = 1
     """seed of python, numpy, torch and the envs (env i is reset with seed + i)"""
     torch_deterministic: bool = True
-    """if toggled, torch uses deterministic algorithms (same seed, same returns on CPU)"""
+    """if toggled, cuDNN runs deterministically (CPU runs with one seed are identical either way)"""
     cuda: bool = True
     """if toggled, use a GPU when one is available"""
     capture_video: bool = False
@@ -101,28 +101,14 @@ class Args:
 
 
 # Defaults that depend on the action-space kind; a flag given on the command line always wins.
+# fmt: off
 KIND_DEFAULTS = {
-    "discrete": dict(
-        num_envs=8,
-        num_steps=32,
-        gamma=0.98,
-        gae_lambda=0.8,
-        num_minibatches=1,
-        update_epochs=20,
-        norm_obs=False,
-        norm_reward=False,
-    ),
-    "continuous": dict(
-        num_envs=4,
-        num_steps=256,
-        gamma=0.95,
-        gae_lambda=0.95,
-        num_minibatches=16,
-        update_epochs=10,
-        norm_obs=True,
-        norm_reward=True,
-    ),
+    "discrete": dict(num_envs=8, num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=20,
+                     norm_obs=False, norm_reward=False),
+    "continuous": dict(num_envs=4, num_steps=256, gamma=0.95, gae_lambda=0.95, num_minibatches=16, update_epochs=10,
+                       norm_obs=True, norm_reward=True),
 }
+# fmt: on
 
 
 def usage_error(message: str) -> None:
@@ -154,8 +140,14 @@ def check_args(args: Args) -> None:
 
 def resolve_defaults(args: Args) -> Args:
     """Fill the kind-dependent defaults after one probe env has shown the spaces."""
-    probe = gym.make(args.env_id)
+    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     obs_space, action_space = probe.observation_space, probe.action_space
+    if args.capture_video:
+        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
+            probe.reset(seed=args.seed)
+            probe.render()
+        except (gym.error.DependencyNotInstalled, ImportError) as error:
+            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
     probe.close()
     supported_obs = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
     if isinstance(action_space, gym.spaces.Discrete):
@@ -191,17 +183,7 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
     return thunk
 
 
-def make_vector_env(
-    env_id: str,
-    num_envs: int,
-    *,
-    async_envs: bool = False,
-    norm_obs: bool = False,
-    norm_reward: bool = False,
-    gamma: float = 0.99,
-    capture_video: bool = False,
-    run_name: str = "",
-) -> gym.vector.VectorEnv:
+def make_vector_env(args: Args, run_name: str = "") -> gym.vector.VectorEnv:
     """Vectorized envs with episode statistics and optional normalization.
 
     Autoreset mode is NEXT_STEP (gymnasium's default, and the only one its vector
@@ -209,15 +191,15 @@ def make_vector_env(
     t is the real final observation, and step t+1 of env i only resets it (action ignored,
     reward 0). The rollout marks such reset steps and never trains on them.
     """
-    thunks = [make_env(env_id, i, capture_video, run_name) for i in range(num_envs)]
-    vector_cls = gym.vector.AsyncVectorEnv if async_envs else gym.vector.SyncVectorEnv
+    thunks = [make_env(args.env_id, i, args.capture_video, run_name) for i in range(args.num_envs)]
+    vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     envs = vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     # Statistics first, so logged returns are the env's raw rewards, not the scaled ones.
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    if norm_obs:
+    if args.norm_obs:
         envs = gym.wrappers.vector.NormalizeObservation(envs)
-    if norm_reward:
-        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+    if args.norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
     return envs
 
 
@@ -281,20 +263,6 @@ class Agent(nn.Module):
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def log_prob_and_entropy(self, policy_out: torch.Tensor, action: torch.Tensor):
-        """log pi(a|s) and the entropy, from the actor's output for the same observations."""
-        if self.is_discrete:
-            log_probs = torch.log_softmax(policy_out, dim=-1)
-            log_prob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            return log_prob, entropy
-        log_std = self.actor_logstd.expand_as(policy_out)
-        # log N(a; mu, sigma) = -((a - mu) / sigma)^2 / 2 - log sigma - log(2 pi) / 2, summed over dims
-        z = (action - policy_out) / log_std.exp()
-        log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
-        entropy = (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum(-1)
-        return log_prob, entropy
-
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions for a batch of observations: sampled, or argmax / Gaussian mean if deterministic."""
         policy_out = self.actor(obs)
@@ -309,8 +277,18 @@ class Agent(nn.Module):
         return policy_out + torch.randn_like(policy_out) * self.actor_logstd.exp()
 
     def evaluate_actions(self, obs: torch.Tensor, action: torch.Tensor):
-        """For the update: (log pi(action|obs), entropy, V(obs)) with gradients."""
-        log_prob, entropy = self.log_prob_and_entropy(self.actor(obs), action)
+        """(log pi(action|obs), entropy, V(obs)), differentiable, for the update."""
+        policy_out = self.actor(obs)
+        if self.is_discrete:
+            log_probs = torch.log_softmax(policy_out, dim=-1)
+            log_prob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+        else:
+            log_std = self.actor_logstd.expand_as(policy_out)
+            # log N(a; mu, sigma) = -((a - mu) / sigma)^2 / 2 - log sigma - log(2 pi) / 2, summed over dims
+            z = (action - policy_out) / log_std.exp()
+            log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+            entropy = (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum(-1)
         return log_prob, entropy, self.get_value(obs)
 
 
@@ -590,13 +568,14 @@ def restore_obs_normalization(envs: gym.vector.VectorEnv, obs_rms: dict | None) 
     obs_norm.obs_rms.count = obs_rms["count"]
 
 
-def evaluate(model_path: str, env_id: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
+def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
     """Play `eval_episodes` episodes with the saved model's deterministic action (argmax or
-    Gaussian mean) on a fresh env whose normalization statistics are the saved, frozen ones."""
+    Gaussian mean) on one fresh env with the saved normalization statistics, frozen."""
     checkpoint = torch.load(model_path, map_location=device)
-    obs_rms = checkpoint["obs_rms"]
-    envs = make_vector_env(env_id, 1, norm_obs=obs_rms is not None)
-    restore_obs_normalization(envs, obs_rms)
+    train_args = Args(**checkpoint["args"])
+    eval_args = dataclasses.replace(train_args, num_envs=1, async_envs=False, capture_video=False, norm_reward=False)
+    envs = make_vector_env(eval_args)
+    restore_obs_normalization(envs, checkpoint["obs_rms"])
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
     agent.load_state_dict(checkpoint["model"])
     agent.eval()
@@ -627,8 +606,6 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     # One thread is faster than several for 64-unit MLPs, and leaves a core for the envs.
     torch.set_num_threads(1)
-    # Argument checks in torch.distributions cost time on every call and we never pass bad values.
-    torch.distributions.Distribution.set_default_validate_args(False)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     writer = SummaryWriter(f"runs/{run_name}")
@@ -636,16 +613,7 @@ def main(args: Args) -> dict:
         "hyperparameters",
         "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
     )
-    envs = make_vector_env(
-        args.env_id,
-        args.num_envs,
-        async_envs=args.async_envs,
-        norm_obs=args.norm_obs,
-        norm_reward=args.norm_reward,
-        gamma=args.gamma,
-        capture_video=args.capture_video,
-        run_name=run_name,
-    )
+    envs = make_vector_env(args, run_name)
     envs.action_space.seed(args.seed)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
     # fused: one kernel for all parameters (~20% cheaper per step here than the per-tensor loop)
@@ -698,7 +666,7 @@ def main(args: Args) -> dict:
 
     eval_returns = []
     if args.save_model and exit_code == 0:
-        eval_returns = evaluate(model_path, args.env_id, args.eval_episodes, args.seed + 10_000, device)
+        eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
         for episode, episodic_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", episodic_return, episode)
         print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")

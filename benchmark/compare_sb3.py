@@ -8,7 +8,7 @@ entropy 0.01, vf 0.5, grad norm 0.5, separate 64-64 tanh actor and critic with o
 init. Each round runs ppo.py, then SB3 (as shipped: its default torch thread count, and again
 with one thread, as ppo.py uses), each in its own process, so slow drifts of the machine hit
 every side alike. Steps/sec is env steps over the training loop's wall time. Writes
-benchmark/results/ppo_vs_sb3.md.
+benchmark/results/ppo_vs_sb3.md and the README block between the benchmark:ppo_vs_sb3 markers.
 """
 
 import argparse
@@ -22,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import WORK, read_scalars  # noqa: E402
+from run import WORK, read_scalars, update_readme  # noqa: E402
 
 PPO_FLAGS = (
     "--num-envs 4 --num-steps 128 --num-minibatches 4 --update-epochs 4 --learning-rate 2.5e-4 "
@@ -120,6 +120,7 @@ def main() -> None:
     print(table)
     (ROOT / "benchmark" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmark" / "results" / "ppo_vs_sb3.md").write_text(table)
+    update_readme("ppo_vs_sb3", table)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 Each run is `python SCRIPT.py --env-id ENV --seed SEED [extra flags]` in benchmark/work/, one at a
 time by default so steps/sec is not distorted by a neighbour. The TensorBoard scalars are read
 back, and benchmark/results/ gets SCRIPT.json (every run, merged with earlier results),
-SCRIPT.md (the table) and SCRIPT_ENV[_LABEL].png (learning curves).
+SCRIPT.md (the table, also written into README.md between the benchmark:SCRIPT markers) and
+SCRIPT_ENV[_LABEL].png (learning curves).
 """
 
 import argparse
@@ -66,6 +67,16 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> dict:
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "curve": returns,
     }
+
+
+def update_readme(key: str, text: str) -> None:
+    """Replace the README block between <!-- benchmark:KEY:start --> and <!-- benchmark:KEY:end -->."""
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start, end = f"<!-- benchmark:{key}:start -->", f"<!-- benchmark:{key}:end -->"
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        readme.write_text(before + start + "\n" + text + rest[rest.index(end) :])
 
 
 def format_table(results: list[dict]) -> str:
@@ -157,6 +168,7 @@ def main() -> None:
     json_path.write_text(json.dumps(results, indent=1))
     table = format_table(results)
     (RESULTS / f"{options.script}.md").write_text(table)
+    update_readme(options.script, table)
     print(table)
     for env_id in options.env_ids:
         runs = [r for r in results if r["env_id"] == env_id and r.get("label", "") == options.label]

@@ -197,3 +197,14 @@ def test_ctrl_c_stops_cleanly_and_saves(name, tmp_path):
     [run_dir] = run_dirs(tmp_path)
     assert (run_dir / f"{name}.pt").exists(), "the model was not saved on Ctrl-C"
     assert list(run_dir.glob("events.out.tfevents.*")), "the TensorBoard file is missing"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_capture_video_records_or_explains(name, tmp_path):
+    flags = [*profile(name)["tiny"], "--env-id", profile(name)["discrete_env"] or profile(name)["continuous_env"]]
+    result = run_script(name, *flags, "--capture-video", cwd=tmp_path)
+    if result.returncode == 2:  # the video extra is not installed: one clear line
+        assert_one_line_error(result, "--capture-video")
+    else:
+        assert result.returncode == 0, result.stderr
+        assert list((tmp_path / "videos").glob("*/*.mp4")), "no video was written"

@@ -120,9 +120,9 @@ def small_args(**overrides) -> ppo.Args:
     return ppo.Args(**args)
 
 
-def collect(env_id, num_envs, num_steps, seed=0, **env_kwargs):
+def collect(env_id, num_envs, num_steps, seed=0, norm_obs=False):
     torch.manual_seed(seed)
-    envs = ppo.make_vector_env(env_id, num_envs, **env_kwargs)
+    envs = ppo.make_vector_env(ppo.Args(env_id=env_id, num_envs=num_envs, norm_obs=norm_obs))
     agent = ppo.Agent(envs.single_observation_space.shape[0], envs.single_action_space)
     obs_shape, action_shape = envs.single_observation_space.shape, envs.single_action_space.shape
     rollout = ppo.Rollout.empty(num_steps, num_envs, obs_shape, action_shape)
@@ -194,16 +194,16 @@ def test_continuous_actions_are_clipped_for_the_env_but_not_for_learning(monkeyp
 
 
 def test_observation_statistics_survive_save_and_load(tmp_path):
-    envs = ppo.make_vector_env("Pendulum-v1", 2, norm_obs=True)
+    envs = ppo.make_vector_env(ppo.Args(env_id="Pendulum-v1", num_envs=2, norm_obs=True))
     envs.reset(seed=0)
     for _ in range(50):
         envs.step(envs.action_space.sample())
     agent = ppo.Agent(3, envs.single_action_space)
     path = tmp_path / "model.pt"
-    ppo.save_model(str(path), agent, envs, small_args(env_id="Pendulum-v1"))
+    ppo.save_model(str(path), agent, envs, small_args(env_id="Pendulum-v1", norm_obs=True))
     live = ppo.find_wrapper(envs, gym.wrappers.vector.NormalizeObservation).obs_rms
 
-    fresh = ppo.make_vector_env("Pendulum-v1", 1, norm_obs=True)
+    fresh = ppo.make_vector_env(ppo.Args(env_id="Pendulum-v1", num_envs=1, norm_obs=True))
     ppo.restore_obs_normalization(fresh, torch.load(path)["obs_rms"])
     restored = ppo.find_wrapper(fresh, gym.wrappers.vector.NormalizeObservation).obs_rms
     np.testing.assert_allclose(restored.mean, live.mean)
@@ -212,7 +212,7 @@ def test_observation_statistics_survive_save_and_load(tmp_path):
     for _ in range(20):
         fresh.step(fresh.action_space.sample())
     np.testing.assert_allclose(restored.mean, live.mean, err_msg="evaluation must not update the statistics")
-    assert len(ppo.evaluate(str(path), "Pendulum-v1", 1, seed=3, device=torch.device("cpu"))) == 1
+    assert len(ppo.evaluate(str(path), 1, seed=3, device=torch.device("cpu"))) == 1
     envs.close()
     fresh.close()
 
