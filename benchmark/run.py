@@ -25,7 +25,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmark" / "results"
 WORK = ROOT / "benchmark" / "work"
-FINAL_WINDOW = 10  # the final return is the mean of the last 10 training episodes
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -34,6 +33,11 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def final_return(curve: list, window: int) -> float:
+    """Mean of the last `window` training episodes' returns."""
+    return float(np.mean([v for _, v in curve[-window:]])) if curve else float("nan")
 
 
 def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> dict:
@@ -60,7 +64,6 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> dict:
         "env_id": env_id,
         "seed": seed,
         "command": " ".join([f"{script}.py", "--env-id", env_id, "--seed", str(seed), *extra]),
-        "final_return": float(np.mean([v for _, v in returns[-FINAL_WINDOW:]])) if returns else float("nan"),
         "total_steps": int(scalars["charts/SPS"][-1][0]) if "charts/SPS" in scalars else 0,
         "sps": float(scalars["charts/SPS"][-1][1]) if "charts/SPS" in scalars else float("nan"),
         "wall_s": wall,
@@ -79,10 +82,10 @@ def update_readme(key: str, text: str) -> None:
         readme.write_text(before + start + "\n" + text + rest[rest.index(end) :])
 
 
-def format_table(results: list[dict]) -> str:
+def format_table(results: list[dict], window: int) -> str:
     rows = [
-        "| env | label | seeds | steps | final return (last 10, mean ± std over seeds) | steps/sec | wall time (s) |"
-        " peak memory (MB) |",
+        f"| env | label | seeds | steps | final return (last {window}, mean ± std over seeds) | steps/sec "
+        "| wall time (s) | peak memory (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -100,7 +103,7 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def plot_curves(script: str, env_id: str, label: str, runs: list[dict], path: Path) -> None:
+def plot_curves(script: str, env_id: str, label: str, runs: list[dict], window: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,9 +117,9 @@ def plot_curves(script: str, env_id: str, label: str, runs: list[dict], path: Pa
         values = np.array([v for _, v in r["curve"]], dtype=float)
         if len(values) == 0:
             continue
-        window = min(FINAL_WINDOW, len(values))
-        rolling = np.convolve(values, np.ones(window) / window, mode="valid")
-        steps = steps[window - 1 :]
+        width = min(window, len(values))
+        rolling = np.convolve(values, np.ones(width) / width, mode="valid")
+        steps = steps[width - 1 :]
         ax.plot(steps, rolling, alpha=0.35, linewidth=1, label=f"seed {r['seed']}")
         smoothed.append(np.interp(grid, steps, rolling, left=np.nan))
     if smoothed:
@@ -126,7 +129,7 @@ def plot_curves(script: str, env_id: str, label: str, runs: list[dict], path: Pa
         ax.plot(grid, mean_curve, color="black", linewidth=2, label="mean")
     ax.set_title(f"{script}.py on {env_id}" + (f" ({label})" if label else ""))
     ax.set_xlabel("env steps")
-    ax.set_ylabel(f"episodic return ({FINAL_WINDOW}-episode mean)")
+    ax.set_ylabel(f"episodic return ({window}-episode mean)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -137,10 +140,14 @@ def plot_curves(script: str, env_id: str, label: str, runs: list[dict], path: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", help="algorithm script name without .py, e.g. ppo")
-    parser.add_argument("--env-ids", nargs="+", required=True)
+    parser.add_argument("--env-ids", nargs="+", default=[])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--label", default="", help="names a variant (e.g. a flag set) in the table and plots")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (>1 distorts steps/sec)")
+    parser.add_argument("--final-window", type=int, default=10, help="final return = mean of the last N episodes")
+    parser.add_argument(
+        "--table-only", action="store_true", help="rebuild table and plots from SCRIPT.json; run nothing"
+    )
     argv = sys.argv[1:]
     # Everything after a lone "--" is passed to every run of the script.
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -150,30 +157,36 @@ def main() -> None:
         parser.error(f"no script {options.script}.py at {ROOT}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    jobs = [(env_id, seed) for env_id in options.env_ids for seed in options.seeds]
-    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-        futures = [pool.submit(run_one, options.script, env_id, seed, options.extra) for env_id, seed in jobs]
-        new_results = []
-        for (env_id, seed), future in zip(jobs, futures, strict=True):
-            result = future.result()
-            result["label"] = options.label
-            result["jobs"] = options.jobs
-            print(f"{env_id} seed {seed}: final return {result['final_return']:.1f}, {result['sps']:,.0f} steps/s")
-            new_results.append(result)
-
     json_path = RESULTS / f"{options.script}.json"
     previous = json.loads(json_path.read_text()) if json_path.exists() else []
+    new_results = []
+    if not options.table_only:
+        jobs = [(env_id, seed) for env_id in options.env_ids for seed in options.seeds]
+        with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+            futures = [pool.submit(run_one, options.script, env_id, seed, options.extra) for env_id, seed in jobs]
+            for (env_id, seed), future in zip(jobs, futures, strict=True):
+                result = future.result()
+                result["label"] = options.label
+                result["jobs"] = options.jobs
+                print(
+                    f"{env_id} seed {seed}: last-{options.final_window} mean "
+                    f"{final_return(result['curve'], options.final_window):.1f}, {result['sps']:,.0f} steps/s"
+                )
+                new_results.append(result)
     replaced = {(r["env_id"], r["seed"], r["label"]) for r in new_results}
     results = [r for r in previous if (r["env_id"], r["seed"], r.get("label", "")) not in replaced] + new_results
+    for result in results:
+        result["final_return"] = final_return(result["curve"], options.final_window)
     json_path.write_text(json.dumps(results, indent=1))
-    table = format_table(results)
+    table = format_table(results, options.final_window)
     (RESULTS / f"{options.script}.md").write_text(table)
     update_readme(options.script, table)
     print(table)
-    for env_id in options.env_ids:
-        runs = [r for r in results if r["env_id"] == env_id and r.get("label", "") == options.label]
-        suffix = f"_{options.label}" if options.label else ""
-        plot_curves(options.script, env_id, options.label, runs, RESULTS / f"{options.script}_{env_id}{suffix}.png")
+    for env_id, label in sorted({(r["env_id"], r.get("label", "")) for r in results}):
+        runs = [r for r in results if r["env_id"] == env_id and r.get("label", "") == label]
+        suffix = f"_{label}" if label else ""
+        path = RESULTS / f"{options.script}_{env_id}{suffix}.png"
+        plot_curves(options.script, env_id, label, runs, options.final_window, path)
 
 
 if __name__ == "__main__":

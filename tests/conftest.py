@@ -22,6 +22,29 @@ SCRIPTS = [name for name in ALGORITHM_NAMES if (ROOT / f"{name}.py").exists()]
 #   unsupported_env: an env whose spaces the script must refuse;
 #   bad_flags: (flags, the flag name the error line must mention) pairs that must exit 2.
 SCRIPT_PROFILES = {
+    "reinforce": dict(
+        tiny=["--total-timesteps", "300"],
+        discrete_env="CartPole-v1",
+        continuous_env="Pendulum-v1",
+        unsupported_env="Blackjack-v1",
+        bad_flags=[
+            (["--episodes-per-update", "0"], "--episodes-per-update"),
+            (["--learning-rate", "-0.1"], "--learning-rate"),
+            (["--gamma", "1.5"], "--gamma"),
+        ],
+    ),
+    "qac": dict(
+        tiny=["--total-timesteps", "400", "--num-envs", "2"],
+        discrete_env="CartPole-v1",
+        continuous_env="Pendulum-v1",
+        unsupported_env="Blackjack-v1",
+        bad_flags=[
+            (["--num-envs", "0"], "--num-envs"),
+            (["--policy-lr", "-0.1"], "--policy-lr"),
+            (["--q-lr", "0"], "--q-lr"),
+            (["--gamma", "1.5"], "--gamma"),
+        ],
+    ),
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "64", "--update-epochs", "2"],
         discrete_env="CartPole-v1",

@@ -1,0 +1,360 @@
+"""Q actor-critic (QAC): a TD-trained critic replaces REINFORCE's Monte-Carlo return.
+
+Reference: Sutton & Barto, "Reinforcement Learning: An Introduction" (2nd ed.), ch. 13.5;
+Konda & Tsitsiklis 2000, "Actor-Critic Algorithms".
+
+Every env step (batched over a few envs): act a ~ pi(s), observe r and s', sample a' ~ pi(s'),
+then move the critic toward the one-step Bellman target and the actor along the critic's Q:
+
+    y            = r + gamma * Q(s', a') * (1 - terminated)       (SARSA-style TD target)
+    critic loss  = (y - Q(s, a))^2
+    actor loss   = -log pi(a|s) * (Q(s, a) - b(s))                (Q detached; b = 0 is the plain form)
+
+b(s) is the expected-Q baseline (`--expected-q-baseline`, on by default): b(s) = sum_a pi(a|s) Q(s, a)
+for Discrete actions, Q(s, mu(s)) at the Gaussian mean for Box. It leaves the gradient's expectation
+unchanged and removes the part of Q that does not depend on the action, which is what keeps the
+plain form from collapsing to a one-action policy. A time-limit cut is not termination: y bootstraps
+from the real final observation.
+
+No replay buffer and no target network: consecutive, correlated samples and a target that moves
+with every step are exactly the instabilities DDPG later tames with both (ddpg.py).
+
+    python qac.py                                   # CartPole-v1
+    python qac.py --no-expected-q-baseline          # the plain form
+"""
+
+import dataclasses
+import importlib.util
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (used in the run folder name)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs (env i is reset with seed + i)"""
+    torch_deterministic: bool = True
+    """if toggled, cuDNN runs deterministically (CPU runs with one seed are identical either way)"""
+    cuda: bool = True
+    """if toggled, use a GPU when one is available"""
+    capture_video: bool = False
+    """if toggled, record videos of the first env into `videos/{run_name}` (needs the video extra)"""
+    save_model: bool = False
+    """if toggled, save the model to `runs/{run_name}/{exp_name}.pt` and evaluate it after training"""
+    eval_episodes: int = 10
+    """how many episodes the saved model is evaluated for (deterministic actions)"""
+
+    env_id: str = "CartPole-v1"
+    """the id of a gymnasium environment with a 1-D Box observation space"""
+    total_timesteps: int = 150_000
+    """total env steps of the run"""
+    policy_lr: float = 1e-4
+    """Adam learning rate of the actor"""
+    q_lr: float = 1e-3
+    """Adam learning rate of the critic"""
+    num_envs: int = 8
+    """parallel envs; each env step gives one batched update"""
+    gamma: float = 0.99
+    """discount factor"""
+    expected_q_baseline: bool = True
+    """if toggled, the actor's signal is Q(s, a) - b(s) with the expected-Q baseline b (see the docstring)"""
+    log_every: int = 100
+    """write the losses, averaged over this many updates, to TensorBoard"""
+
+
+def usage_error(message: str) -> None:
+    """A user mistake: one line on stderr, exit status 2, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args: Args) -> None:
+    """Reject impossible values, unknown envs and unsupported spaces before training starts."""
+    for name in ["total_timesteps", "policy_lr", "q_lr", "num_envs", "log_every", "eval_episodes"]:
+        if not getattr(args, name) > 0:
+            usage_error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not 0 <= args.gamma <= 1:
+        usage_error(f"--gamma must be in [0, 1], got {args.gamma}")
+    if args.env_id not in gym.registry:
+        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
+    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    obs_space, action_space = probe.observation_space, probe.action_space
+    if args.capture_video:
+        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
+            probe.reset(seed=args.seed)
+            probe.render()
+        except (gym.error.DependencyNotInstalled, ImportError) as error:
+            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
+    probe.close()
+    obs_ok = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
+    action_ok = isinstance(action_space, gym.spaces.Discrete) or (
+        isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+    )
+    if not (obs_ok and action_ok):
+        usage_error(
+            f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
+            "qac.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
+        )
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            return gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        return gym.make(env_id)
+
+    return thunk
+
+
+def make_vector_env(env_id: str, num_envs: int, capture_video: bool = False, run_name: str = ""):
+    """Vectorized envs with episode statistics.
+
+    Autoreset mode is NEXT_STEP (gymnasium's default): the observation returned on an episode's
+    last step is the real final observation (what a truncated step bootstraps from), and the
+    next step of that env only resets it; that reset step is masked out of the update.
+    """
+    thunks = [make_env(env_id, i, capture_video, run_name) for i in range(num_envs)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def mlp(in_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, out_dim))
+
+
+class Actor(nn.Module):
+    """Discrete: Categorical logits. Box: the mean of a diagonal Normal with a learned,
+    state-independent log-std."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space):
+        super().__init__()
+        self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
+        self.net = mlp(obs_dim, action_dim)
+        if not self.is_discrete:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
+        out = self.net(obs)
+        if self.is_discrete:
+            return torch.distributions.Categorical(logits=out)
+        return torch.distributions.Independent(torch.distributions.Normal(out, self.log_std.exp()), 1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        dist = self.distribution(obs)
+        if deterministic:
+            return dist.probs.argmax(-1) if self.is_discrete else dist.mean
+        return dist.sample()
+
+
+class Critic(nn.Module):
+    """Discrete: one Q output per action, Q(s, .). Box: Q(s, a) on the concatenated input."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space):
+        super().__init__()
+        self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
+        if self.is_discrete:
+            self.net = mlp(obs_dim, int(action_space.n))
+        else:
+            self.net = mlp(obs_dim + int(np.prod(action_space.shape)), 1)
+
+    def q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        if self.is_discrete:
+            return self.net(obs).gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+    def expected_q(self, obs: torch.Tensor, dist: torch.distributions.Distribution) -> torch.Tensor:
+        """The baseline b(s): sum_a pi(a|s) Q(s, a) (Discrete) or Q(s, mu(s)) (Box)."""
+        if self.is_discrete:
+            return (dist.probs * self.net(obs)).sum(-1)
+        return self.q(obs, dist.mean)
+
+
+def td_target(rewards: torch.Tensor, next_q: torch.Tensor, terminations: torch.Tensor, gamma: float) -> torch.Tensor:
+    """y = r + gamma * Q(s', a') * (1 - terminated): no future after a terminal state, but a
+    truncated step keeps its bootstrap (next_q is then Q of the real final observation)."""
+    return rewards + gamma * next_q * (1.0 - terminations)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum()
+
+
+def save_model(path: str, actor: Actor, critic: Critic, args: Args) -> None:
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(), "args": dataclasses.asdict(args)}, path)
+
+
+def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
+    """Play episodes with the saved actor's deterministic action (argmax or Gaussian mean)."""
+    checkpoint = torch.load(model_path, map_location=device)
+    env = gym.make(Args(**checkpoint["args"]).env_id)
+    actor = Actor(env.observation_space.shape[0], env.action_space).to(device)
+    actor.load_state_dict(checkpoint["actor"])
+    returns = []
+    for episode in range(eval_episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.no_grad():
+                action = actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True)
+            action = action.cpu().numpy()
+            if not actor.is_discrete:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    # One thread is faster than several for 64-unit networks, and leaves a core for the envs.
+    torch.set_num_threads(1)
+    # Argument checks in torch.distributions cost time on every call and we never pass bad values.
+    torch.distributions.Distribution.set_default_validate_args(False)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
+    )
+    envs = make_vector_env(args.env_id, args.num_envs, args.capture_video, run_name)
+    envs.action_space.seed(args.seed)
+    obs_dim, action_space = envs.single_observation_space.shape[0], envs.single_action_space
+    actor, critic = Actor(obs_dim, action_space).to(device), Critic(obs_dim, action_space).to(device)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.q_lr)
+    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+
+    def as_tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=torch.float32, device=device)
+
+    recent_returns: deque[float] = deque(maxlen=20)
+    all_returns: list[float] = []
+    loss_sums: dict[str, float] = {}
+    num_updates = 0
+    global_step, next_progress = 0, args.total_timesteps / 20
+    start_time = time.time()
+    obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
+    resetting = np.zeros(args.num_envs, dtype=bool)  # NEXT_STEP: this step of env i only resets it
+    exit_code = 0
+    try:
+        while global_step < args.total_timesteps:
+            obs_t = as_tensor(obs)
+            dist = actor.distribution(obs_t)
+            action = dist.sample()
+            env_action = action.cpu().numpy()
+            if not actor.is_discrete:
+                # The env gets the clipped action; learning uses the log-prob of the sampled one.
+                env_action = np.clip(env_action, action_space.low, action_space.high)
+            next_obs, rewards, terminations, truncations, infos = envs.step(env_action)
+            global_step += args.num_envs
+            trainable = as_tensor(~resetting)
+
+            if trainable.any():
+                next_obs_t = as_tensor(next_obs)
+                with torch.no_grad():
+                    next_action = actor.distribution(next_obs_t).sample()  # a' ~ pi(s')
+                    targets = td_target(
+                        as_tensor(rewards), critic.q(next_obs_t, next_action), as_tensor(terminations), args.gamma
+                    )
+                q_values = critic.q(obs_t, action)
+                critic_loss = masked_mean((targets - q_values).pow(2), trainable)
+                # The actor follows Q but must not train it: the signal is detached.
+                score = q_values.detach()
+                if args.expected_q_baseline:
+                    with torch.no_grad():
+                        score = score - critic.expected_q(obs_t, dist)
+                actor_loss = -masked_mean(dist.log_prob(action) * score, trainable)
+                for name, optimizer, loss in [
+                    ("qf_loss", critic_optimizer, critic_loss),
+                    ("actor_loss", actor_optimizer, actor_loss),
+                ]:
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite {name} ({loss.item()}) at global step {global_step}")
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                stats = {
+                    "qf_loss": critic_loss.item(),
+                    "actor_loss": actor_loss.item(),
+                    "qf_values": masked_mean(q_values.detach(), trainable).item(),
+                    "entropy": masked_mean(dist.entropy().detach(), trainable).item(),
+                }
+                for name, value in stats.items():
+                    loss_sums[name] = loss_sums.get(name, 0.0) + value
+                num_updates += 1
+
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    recent_returns.append(float(infos["episode"]["r"][i]))
+                    all_returns.append(recent_returns[-1])
+                    writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
+                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+            obs, resetting = next_obs, terminations | truncations
+
+            if num_updates == args.log_every or global_step >= args.total_timesteps:
+                for name, total in loss_sums.items():
+                    writer.add_scalar(f"losses/{name}", total / max(num_updates, 1), global_step)
+                loss_sums, num_updates = {}, 0
+                writer.add_scalar("charts/learning_rate", args.policy_lr, global_step)
+                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+            if global_step >= next_progress or global_step >= args.total_timesteps:
+                next_progress += args.total_timesteps / 20
+                mean_recent = np.mean(recent_returns) if recent_returns else float("nan")
+                print(
+                    f"global_step={global_step:>8d} ({100 * min(global_step / args.total_timesteps, 1):3.0f}%)  "
+                    f"mean_return(last 20)={mean_recent:8.2f}  SPS={int(global_step / (time.time() - start_time))}"
+                )
+    except KeyboardInterrupt:
+        print(f"interrupted at global_step={global_step}; closing cleanly", file=sys.stderr)
+        exit_code = 130
+    except FloatingPointError as error:
+        print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        if args.save_model and exit_code != 1:
+            save_model(model_path, actor, critic, args)
+            print(f"model saved to {model_path}")
+        envs.close()
+
+    eval_returns = []
+    if args.save_model and exit_code == 0:
+        eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
+        for episode, episodic_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, episode)
+        print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
+    writer.close()
+    mean_recent = np.mean(recent_returns) if recent_returns else float("nan")
+    print(f"final mean_return(last 20)={mean_recent:.2f}  run: runs/{run_name}")
+    if exit_code:
+        sys.exit(exit_code)
+    return {"run_name": run_name, "episodic_returns": all_returns, "eval_returns": eval_returns}
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

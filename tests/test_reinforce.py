@@ -1,0 +1,80 @@
+"""reinforce.py: returns and loss against independent references, episode collection, learning."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import reinforce
+
+
+def test_discounted_returns_match_a_forward_sum():
+    rng = np.random.default_rng(0)
+    rewards, gamma = rng.normal(size=12), 0.9
+    expected = [sum(gamma**k * rewards[t + k] for k in range(len(rewards) - t)) for t in range(len(rewards))]
+    np.testing.assert_allclose(reinforce.discounted_returns(rewards, gamma), expected, rtol=1e-12)
+
+
+def test_discounted_returns_hand_computed():
+    # G2 = 1, G1 = 0 + 0.5 * 1 = 0.5, G0 = 2 + 0.5 * 0.5 = 2.25
+    np.testing.assert_allclose(reinforce.discounted_returns(np.array([2.0, 0.0, 1.0]), 0.5), [2.25, 0.5, 1.0])
+
+
+def test_normalize_returns():
+    normalized = reinforce.normalize_returns(np.array([1.0, 2.0, 3.0, 6.0]))
+    assert normalized.mean() == pytest.approx(0.0, abs=1e-12)
+    assert normalized.std() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(reinforce.normalize_returns(np.full(5, 7.0)), np.zeros(5))
+
+
+def test_reinforce_loss_hand_computed():
+    log_probs, returns = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([1.0, -1.0, 2.0])
+    # -sum(log_prob * G) / episodes = -((-1) + 2 + (-1)) / 2 = 0; then with one episode:
+    torch.testing.assert_close(reinforce.reinforce_loss(log_probs, returns, 2), torch.tensor(0.0))
+    torch.testing.assert_close(reinforce.reinforce_loss(log_probs[:2], returns[:2], 1), torch.tensor(-1.0))
+
+
+class CountingEnv(gym.Env):
+    """obs = [t], reward t + 1 at step t; the time limit truncates after 3 steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([float(self.t)], np.float32), float(self.t), False, False, {}
+
+
+gym.register("tests/ReinforceCounting-v0", entry_point=CountingEnv, max_episode_steps=3)
+
+
+def test_collect_episodes_returns_only_complete_episodes_without_reset_steps():
+    envs = reinforce.make_vector_env("tests/ReinforceCounting-v0", num_envs=2)
+    policy = reinforce.Policy(1, envs.single_action_space, hidden_size=8)
+    episodes, steps, _ = reinforce.collect_episodes(policy, envs, 3, torch.device("cpu"), seed=0)
+    assert len(episodes) == 3
+    for episode in episodes:
+        np.testing.assert_array_equal(np.array(episode.obs)[:, 0], [0, 1, 2])
+        np.testing.assert_array_equal(episode.rewards, [1, 2, 3])
+    # 2 envs: 3 steps, a reset step, 3 steps -> 7 vector steps for the 3rd and 4th episodes
+    assert steps == 2 * 7
+    envs.close()
+
+
+def test_running_reward_stop_rule(in_tmp_dir, capsys):
+    result = reinforce.main(reinforce.Args(stop_running_reward=15.0, running_reward_alpha=1.0))
+    assert result["episodic_returns"][-1] > 15.0
+    assert all(r <= 15.0 for r in result["episodic_returns"][:-1])
+    assert "solved, stopping" in capsys.readouterr().out
+
+
+@pytest.mark.learning
+def test_learns_cartpole(in_tmp_dir, capsys):
+    result = reinforce.main(reinforce.Args(env_id="CartPole-v1", seed=1, total_timesteps=45_000))
+    last_20 = np.mean(result["episodic_returns"][-20:])
+    assert last_20 >= 250, f"last-20 mean {last_20:.1f} (an untrained policy gets about 22)"
