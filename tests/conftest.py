@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +24,18 @@ SCRIPTS = [name for name in ALGORITHM_NAMES if (ROOT / f"{name}.py").exists()]
 #   unsupported_env: an env whose spaces the script must refuse;
 #   bad_flags: (flags, the flag name the error line must mention) pairs that must exit 2.
 SCRIPT_PROFILES = {
+    "ddpg": dict(
+        tiny=["--total-timesteps", "400", "--learning-starts", "200", "--batch-size", "32"],
+        discrete_env=None,  # DDPG needs continuous actions
+        continuous_env="Pendulum-v1",
+        unsupported_env="CartPole-v1",
+        bad_flags=[
+            (["--tau", "1.5"], "--tau"),
+            (["--batch-size", "0"], "--batch-size"),
+            (["--learning-rate", "-0.1"], "--learning-rate"),
+            (["--buffer-size", "0"], "--buffer-size"),
+        ],
+    ),
     "reinforce": dict(
         tiny=["--total-timesteps", "300"],
         discrete_env="CartPole-v1",
@@ -61,6 +75,32 @@ SCRIPT_PROFILES = {
 
 # The tags every script writes (its own losses come on top).
 CONTRACT_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate"]
+
+
+class CountingEnv(gym.Env):
+    """A tiny deterministic env for episode-end bookkeeping tests: obs = [t] and reward t after
+    step t; it terminates at `terminate_at` if given (the registered time limits truncate)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, terminate_at: int | None = None):
+        self.terminate_at = terminate_at
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return np.array([float(self.t)], np.float32), float(self.t), terminated, False, {}
+
+
+# Both end after 3 steps: one truncated by the time limit, one terminated by the env itself.
+gym.register("tests/CountingTruncated-v0", entry_point=CountingEnv, max_episode_steps=3)
+gym.register("tests/CountingTerminated-v0", entry_point=CountingEnv, kwargs={"terminate_at": 3})
 
 
 def profile(name: str) -> dict:

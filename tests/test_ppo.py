@@ -89,31 +89,6 @@ def test_explained_variance():
     assert ppo.explained_variance(np.full(4, target.mean()), target) == pytest.approx(0.0)
 
 
-class CountingEnv(gym.Env):
-    """obs = [t]; reward 1 per step; terminates at `terminate_at` if set (TimeLimit truncates at 3)."""
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self, terminate_at=None):
-        self.terminate_at = terminate_at
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        terminated = self.terminate_at is not None and self.t >= self.terminate_at
-        return np.array([float(self.t)], np.float32), 1.0, terminated, False, {}
-
-
-# Truncated by the time limit at t = 3, or terminated by the env itself at t = 3.
-gym.register("tests/CountingTruncated-v0", entry_point=CountingEnv, max_episode_steps=3)
-gym.register("tests/CountingTerminated-v0", entry_point=CountingEnv, kwargs={"terminate_at": 3})
-
-
 def small_args(**overrides) -> ppo.Args:
     args = dict(num_envs=2, num_steps=16, gamma=0.9, gae_lambda=0.95, num_minibatches=1, update_epochs=1)
     args.update(overrides)
@@ -146,7 +121,8 @@ def test_episode_end_bootstraps_from_the_real_final_observation(terminated):
         v_final = agent.get_value(torch.tensor([[3.0]])).item()
         v_before = agent.get_value(torch.tensor([[2.0]])).item()
     bootstrap = 0.0 if terminated else 0.9 * v_final
-    assert advantages[2, 0] == pytest.approx(1.0 + bootstrap - v_before, abs=1e-6)
+    # step 2 (the third step) earns reward 3
+    assert advantages[2, 0] == pytest.approx(3.0 + bootstrap - v_before, abs=1e-5)
     envs.close()
 
 

@@ -1,6 +1,5 @@
 """reinforce.py: returns and loss against independent references, episode collection, learning."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -34,27 +33,8 @@ def test_reinforce_loss_hand_computed():
     torch.testing.assert_close(reinforce.reinforce_loss(log_probs[:2], returns[:2], 1), torch.tensor(-1.0))
 
 
-class CountingEnv(gym.Env):
-    """obs = [t], reward t + 1 at step t; the time limit truncates after 3 steps."""
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([float(self.t)], np.float32), float(self.t), False, False, {}
-
-
-gym.register("tests/ReinforceCounting-v0", entry_point=CountingEnv, max_episode_steps=3)
-
-
 def test_collect_episodes_returns_only_complete_episodes_without_reset_steps():
-    envs = reinforce.make_vector_env("tests/ReinforceCounting-v0", num_envs=2)
+    envs = reinforce.make_vector_env("tests/CountingTruncated-v0", num_envs=2)
     policy = reinforce.Policy(1, envs.single_action_space, hidden_size=8)
     episodes, steps, _ = reinforce.collect_episodes(policy, envs, 3, torch.device("cpu"), seed=0)
     assert len(episodes) == 3

@@ -1,0 +1,98 @@
+"""ddpg.py: soft update, OU noise, critic target, replay buffer, action scaling, learning."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import ddpg
+
+
+def test_soft_update_follows_the_formula():
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in target.parameters()]
+    ddpg.soft_update(target, source, 0.0)
+    for p, b in zip(target.parameters(), before, strict=True):
+        torch.testing.assert_close(p, b)
+    ddpg.soft_update(target, source, 0.25)
+    for p, s, b in zip(target.parameters(), source.parameters(), before, strict=True):
+        torch.testing.assert_close(p, 0.25 * s + 0.75 * b)
+    ddpg.soft_update(target, source, 1.0)
+    for p, s in zip(target.parameters(), source.parameters(), strict=True):
+        torch.testing.assert_close(p, s)
+
+
+def test_ou_noise_stationary_std_and_mean_reversion():
+    sigma, theta, dt = 0.3, 0.15, 1e-2
+    noise = ddpg.OUNoise((200, 1), sigma, theta, dt, np.random.default_rng(0))
+    samples = np.stack([noise.sample() for _ in range(30_000)])  # (steps, processes, 1)
+    stationary = samples[10_000:]  # after ~15 correlation times 1 / (theta * dt)
+    assert stationary.std() == pytest.approx(sigma / np.sqrt(2 * theta), rel=0.05)
+    assert abs(stationary.mean()) < 0.05
+
+    # Mean reversion: started far from mu, the expected state decays as exp(-theta * t).
+    noise = ddpg.OUNoise((2000, 1), 0.0 + 1e-9, theta, dt, np.random.default_rng(1), mu=0.0)
+    noise.state[:] = 1.0
+    for _ in range(1000):  # t = 10
+        noise.sample()
+    assert noise.state.mean() == pytest.approx(np.exp(-theta * 10), rel=0.01)
+
+
+def test_ou_noise_reset_restores_the_mean_for_the_masked_rows():
+    noise = ddpg.OUNoise((3, 2), 0.5, 0.15, 1.0, np.random.default_rng(0), mu=0.2)
+    for _ in range(10):
+        noise.sample()
+    noise.reset(np.array([True, False, True]))
+    np.testing.assert_array_equal(noise.state[[0, 2]], 0.2)
+    assert (noise.state[1] != 0.2).all()
+    noise.reset()
+    np.testing.assert_array_equal(noise.state, 0.2)
+
+
+def test_critic_target_terminated_vs_truncated_rows():
+    rewards = torch.tensor([-1.0, -2.0, -3.0])
+    terminations = torch.tensor([0.0, 1.0, 0.0])  # row 2 was truncated: stored with terminated = 0
+    next_q = torch.tensor([10.0, 10.0, -5.0])
+    # -1 + 0.9 * 10 = 8; terminated: -2; truncated bootstraps: -3 + 0.9 * -5 = -7.5
+    torch.testing.assert_close(ddpg.critic_target(rewards, terminations, next_q, 0.9), torch.tensor([8.0, -2.0, -7.5]))
+
+
+def test_replay_buffer_wraps_around_and_samples_shapes():
+    buffer = ddpg.ReplayBuffer(5, obs_dim=3, action_dim=2, rng=np.random.default_rng(0))
+    for step in range(7):
+        buffer.add(np.full((1, 3), step), np.full((1, 2), step), [step], np.full((1, 3), step + 1), [0.0])
+    assert buffer.size == 5 and buffer.position == 2
+    np.testing.assert_array_equal(buffer.rewards, [5, 6, 2, 3, 4])  # 0 and 1 were overwritten
+    obs, actions, rewards, next_obs, terminations = buffer.sample(16)
+    assert obs.shape == (16, 3) and actions.shape == (16, 2) and next_obs.shape == (16, 3)
+    assert rewards.shape == (16,) and terminations.shape == (16,)
+    assert set(rewards.tolist()) <= {2.0, 3.0, 4.0, 5.0, 6.0}
+    np.testing.assert_array_equal(next_obs[:, 0], obs[:, 0] + 1)
+
+
+def test_actor_maps_tanh_onto_asymmetric_bounds():
+    space = gym.spaces.Box(np.array([-1.0, 0.0]), np.array([3.0, 10.0]), dtype=np.float32)
+    actor = ddpg.Actor(2, space, hidden_size=8)
+    torch.testing.assert_close(actor.action_scale, torch.tensor([2.0, 5.0]))
+    torch.testing.assert_close(actor.action_bias, torch.tensor([1.0, 5.0]))
+    with torch.no_grad():
+        actor.net[-1].bias.fill_(100.0)  # tanh -> +1
+        torch.testing.assert_close(actor(torch.zeros(1, 2)), torch.tensor([[3.0, 10.0]]))
+        actor.net[-1].bias.fill_(-100.0)  # tanh -> -1
+        torch.testing.assert_close(actor(torch.zeros(1, 2)), torch.tensor([[-1.0, 0.0]]))
+    # the buffers travel with the weights
+    assert {"action_scale", "action_bias"} <= set(actor.state_dict())
+
+
+@pytest.mark.parametrize("noise_type", ["ou", "gaussian"])
+def test_both_noise_types_run(in_tmp_dir, capsys, noise_type):
+    # 200-step episodes plus one NEXT_STEP reset step each: 3 episodes end by step 602
+    result = ddpg.main(ddpg.Args(total_timesteps=650, learning_starts=200, batch_size=32, noise_type=noise_type))
+    assert len(result["episodic_returns"]) == 3
+
+
+@pytest.mark.learning
+def test_learns_pendulum(in_tmp_dir, capsys):
+    result = ddpg.main(ddpg.Args(env_id="Pendulum-v1", seed=1, total_timesteps=8000))
+    last_10 = np.mean(result["episodic_returns"][-10:])
+    assert last_10 >= -500, f"last-10 mean {last_10:.1f} (an untrained policy gets about -1200)"
