@@ -71,7 +71,7 @@ def test_replay_buffer_wraps_around_and_samples_shapes():
 
 
 def test_actor_maps_tanh_onto_asymmetric_bounds():
-    space = gym.spaces.Box(np.array([-1.0, 0.0]), np.array([3.0, 10.0]), dtype=np.float32)
+    space = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([3.0, 10.0], np.float32))
     actor = ddpg.Actor(2, space, hidden_size=8)
     torch.testing.assert_close(actor.action_scale, torch.tensor([2.0, 5.0]))
     torch.testing.assert_close(actor.action_bias, torch.tensor([1.0, 5.0]))
