@@ -379,14 +379,14 @@ def main(args: Args) -> dict:
                         next_q = target_critic(b_next_obs, target_actor(b_next_obs))
                         targets = critic_target(b_rewards, b_terminations, next_q, args.gamma)
                     q_values = critic(b_obs, b_actions)
-                    qf_loss = (q_values - targets).pow(2).mean()
+                    qf_loss = (q_values - targets).pow(2).mean()  # mean((Q(s, a) - y)^2)
                     critic_optimizer.zero_grad()
                     qf_loss.backward()
                     critic_optimizer.step()
                     stats = {"qf_loss": qf_loss.item(), "qf_values": q_values.mean().item()}
                     num_gradient_steps += 1
                     if num_gradient_steps % args.policy_frequency == 0:
-                        actor_loss = -critic(b_obs, actor(b_obs)).mean()
+                        actor_loss = -critic(b_obs, actor(b_obs)).mean()  # -mean(Q(s, mu(s)))
                         actor_optimizer.zero_grad()
                         actor_loss.backward()
                         actor_optimizer.step()

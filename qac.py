@@ -279,16 +279,19 @@ def main(args: Args) -> dict:
                 next_obs_t = as_tensor(next_obs)
                 with torch.no_grad():
                     next_action = actor.distribution(next_obs_t).sample()  # a' ~ pi(s')
+                    # y = r + gamma * Q(s', a') * (1 - terminated); s' is the real final obs at an episode end
                     targets = td_target(
                         as_tensor(rewards), critic.q(next_obs_t, next_action), as_tensor(terminations), args.gamma
                     )
                 q_values = critic.q(obs_t, action)
+                # (y - Q(s, a))^2, averaged over real transitions (reset steps masked out)
                 critic_loss = masked_mean((targets - q_values).pow(2), trainable)
                 # The actor follows Q but must not train it: the signal is detached.
                 score = q_values.detach()
                 if args.expected_q_baseline:
                     with torch.no_grad():
                         score = score - critic.expected_q(obs_t, dist)
+                # -log pi(a|s) * (Q(s, a) - b(s))
                 actor_loss = -masked_mean(dist.log_prob(action) * score, trainable)
                 for name, optimizer, loss in [
                     ("qf_loss", critic_optimizer, critic_loss),
