@@ -254,6 +254,19 @@ class OUNoise:
             self.state[mask] = self.mu
 
 
+class GaussianNoise:
+    """Independent N(0, sigma) noise each step: the simpler alternative, with OUNoise's interface."""
+
+    def __init__(self, shape, sigma: float, rng: np.random.Generator):
+        self.shape, self.sigma, self.rng = shape, sigma, rng
+
+    def sample(self) -> np.ndarray:
+        return self.rng.normal(0.0, self.sigma, self.shape)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        """Nothing to reset: successive samples are independent."""
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """theta' <- tau * theta + (1 - tau) * theta' for every parameter (tau = 1 copies)."""
     with torch.no_grad():
@@ -324,8 +337,11 @@ def main(args: Args) -> dict:
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, action_dim, rng)
     half_range = (action_space.high - action_space.low) / 2
+    noise_shape = (args.num_envs, action_dim)
     if args.noise_type == "ou":
-        noise = OUNoise((args.num_envs, action_dim), args.exploration_noise, args.ou_theta, args.ou_dt, rng)
+        noise = OUNoise(noise_shape, args.exploration_noise, args.ou_theta, args.ou_dt, rng)
+    else:
+        noise = GaussianNoise(noise_shape, args.exploration_noise, rng)
     model_path = f"runs/{run_name}/{args.exp_name}.pt"
 
     def as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -347,10 +363,7 @@ def main(args: Args) -> dict:
             else:
                 with torch.no_grad():
                     actions = actor(as_tensor(obs)).cpu().numpy()
-                if args.noise_type == "ou":
-                    actions = actions + noise.sample() * half_range
-                else:
-                    actions = actions + rng.normal(0.0, args.exploration_noise, actions.shape) * half_range
+                actions = actions + noise.sample() * half_range
                 actions = np.clip(actions, action_space.low, action_space.high)
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step += args.num_envs
@@ -360,8 +373,8 @@ def main(args: Args) -> dict:
             keep = ~resetting
             buffer.add(obs[keep], actions[keep], rewards[keep], next_obs[keep], terminations[keep])
             dones = terminations | truncations
-            if args.noise_type == "ou" and dones.any():
-                noise.reset(dones)
+            if dones.any():
+                noise.reset(dones)  # a fresh noise process for each new episode
             if "episode" in infos:
                 for i in np.flatnonzero(infos["_episode"]):
                     recent_returns.append(float(infos["episode"]["r"][i]))

@@ -49,6 +49,14 @@ def test_ou_noise_reset_restores_the_mean_for_the_masked_rows():
     np.testing.assert_array_equal(noise.state, 0.2)
 
 
+def test_gaussian_noise_has_std_sigma_and_nothing_to_reset():
+    noise = ddpg.GaussianNoise((1000, 2), 0.3, np.random.default_rng(0))
+    samples = np.stack([noise.sample() for _ in range(50)])
+    assert samples.std() == pytest.approx(0.3, rel=0.02)
+    assert abs(samples.mean()) < 0.01
+    noise.reset(np.ones(1000, dtype=bool))  # no state, so a reset must not fail
+
+
 def test_critic_target_terminated_vs_truncated_rows():
     rewards = torch.tensor([-1.0, -2.0, -3.0])
     terminations = torch.tensor([0.0, 1.0, 0.0])  # row 2 was truncated: stored with terminated = 0
