@@ -307,8 +307,13 @@ def main(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_return", episodic_return, global_step + step)
                     writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step + step)
                     writer.add_scalar("charts/running_reward", running_reward, global_step + step)
-                    solved = reward_threshold is not None and len(recent_returns) == recent_returns.maxlen
-                    if solved and solved_at is None and np.mean(recent_returns) >= reward_threshold:
+                    window_full = len(recent_returns) == recent_returns.maxlen
+                    if (
+                        solved_at is None
+                        and reward_threshold is not None
+                        and window_full
+                        and np.mean(recent_returns) >= reward_threshold
+                    ):
                         solved_at = len(all_returns)
                         print(f"last-20 mean reached the env's threshold {reward_threshold} at episode {solved_at}")
             global_step += steps
