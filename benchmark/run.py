@@ -144,7 +144,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--label", default="", help="names a variant (e.g. a flag set) in the table and plots")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (>1 distorts steps/sec)")
-    parser.add_argument("--final-window", type=int, default=10, help="final return = mean of the last N episodes")
+    parser.add_argument(
+        "--final-window",
+        type=int,
+        default=None,
+        help="final return = mean of the last N episodes (default: the window SCRIPT.json was made with, else 10)",
+    )
     parser.add_argument(
         "--table-only", action="store_true", help="rebuild table and plots from SCRIPT.json; run nothing"
     )
@@ -159,6 +164,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS / f"{options.script}.json"
     previous = json.loads(json_path.read_text()) if json_path.exists() else []
+    # The window belongs to a script's results, so a later run without the flag keeps it.
+    stored_windows = {r["final_window"] for r in previous if "final_window" in r}
+    if options.final_window is None:
+        options.final_window = stored_windows.pop() if len(stored_windows) == 1 else 10
     new_results = []
     if not options.table_only:
         jobs = [(env_id, seed) for env_id in options.env_ids for seed in options.seeds]
@@ -177,6 +186,7 @@ def main() -> None:
     results = [r for r in previous if (r["env_id"], r["seed"], r.get("label", "")) not in replaced] + new_results
     for result in results:
         result["final_return"] = final_return(result["curve"], options.final_window)
+        result["final_window"] = options.final_window
     json_path.write_text(json.dumps(results, indent=1))
     table = format_table(results, options.final_window)
     (RESULTS / f"{options.script}.md").write_text(table)
