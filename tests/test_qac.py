@@ -41,7 +41,7 @@ def test_masked_mean_ignores_reset_steps():
 
 
 @pytest.mark.parametrize("expected_q_baseline", [True, False])
-def test_both_forms_run_and_update_only_their_own_network(in_tmp_dir, capsys, expected_q_baseline):
+def test_both_forms_run(in_tmp_dir, capsys, expected_q_baseline):
     result = qac.main(qac.Args(total_timesteps=400, num_envs=2, expected_q_baseline=expected_q_baseline))
     assert result["episodic_returns"], "no episode finished"
 
