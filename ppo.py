@@ -59,6 +59,9 @@ class Args:
 
     env_id: str = "CartPole-v1"
     """the id of a gymnasium environment with a 1-D Box observation space"""
+    mask_velocity: bool = False
+    """if toggled, zero the velocity entries of the observation (a partially observable task an MLP
+    policy cannot fully solve; see ppo_gru.py); supported for the envs listed in VELOCITY_INDICES"""
     total_timesteps: int = 100_000
     """total env steps of the run"""
     learning_rate: float = 1e-3
@@ -110,6 +113,15 @@ KIND_DEFAULTS = {
 }
 # fmt: on
 
+# The observation entries --mask-velocity hides, per env.
+VELOCITY_INDICES = {
+    "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
+    "Pendulum-v1": [2],  # angular velocity
+    "MountainCar-v0": [1],
+    "MountainCarContinuous-v0": [1],
+    "LunarLander-v3": [2, 3, 5],  # x and y velocity, angular velocity
+}
+
 
 def usage_error(message: str) -> None:
     """A user mistake: one line on stderr, exit status 2, no traceback."""
@@ -134,6 +146,8 @@ def check_args(args: Args) -> None:
             usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.env_id not in gym.registry:
         usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
+    if args.mask_velocity and args.env_id not in VELOCITY_INDICES:
+        usage_error(f"--mask-velocity does not know {args.env_id}; supported: {', '.join(VELOCITY_INDICES)}")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
 
@@ -171,13 +185,27 @@ def resolve_defaults(args: Args) -> Args:
     return args
 
 
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+class MaskVelocity(gym.ObservationWrapper):
+    """Zero the observation entries at `indices`, making the task partially observable."""
+
+    def __init__(self, env: gym.Env, indices: list[int]):
+        super().__init__(env)
+        self.mask = np.ones(env.observation_space.shape, dtype=np.float32)
+        self.mask[indices] = 0.0
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return (observation * self.mask).astype(np.float32)
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, mask_velocity: bool = False):
     def thunk():
         if capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         else:
             env = gym.make(env_id)
+        if mask_velocity:
+            env = MaskVelocity(env, VELOCITY_INDICES[env_id])
         return env
 
     return thunk
@@ -191,7 +219,7 @@ def make_vector_env(args: Args, run_name: str = "") -> gym.vector.VectorEnv:
     t is the real final observation, and step t+1 of env i only resets it (action ignored,
     reward 0). The rollout marks such reset steps and never trains on them.
     """
-    thunks = [make_env(args.env_id, i, args.capture_video, run_name) for i in range(args.num_envs)]
+    thunks = [make_env(args.env_id, i, args.capture_video, run_name, args.mask_velocity) for i in range(args.num_envs)]
     vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     envs = vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     # Statistics first, so logged returns are the env's raw rewards, not the scaled ones.

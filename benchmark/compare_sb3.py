@@ -12,17 +12,12 @@ benchmark/results/ppo_vs_sb3.md and the README block between the benchmark:ppo_v
 """
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import WORK, read_scalars, update_readme  # noqa: E402
+from interleaved import comparison_table, interleave, mean_sps, publish, report, run_script, run_worker  # noqa: E402
 
 PPO_FLAGS = (
     "--num-envs 4 --num-steps 128 --num-minibatches 4 --update-epochs 4 --learning-rate 2.5e-4 "
@@ -58,28 +53,7 @@ def sb3_worker(seed: int, total_timesteps: int, threads: int | None) -> None:
     )
     start = time.time()
     model.learn(total_timesteps=total_timesteps)
-    elapsed = time.time() - start
-    returns = [info["r"] for info in model.ep_info_buffer]
-    print(json.dumps({"sps": model.num_timesteps / elapsed, "final_return": float(np.mean(returns[-10:]))}))
-
-
-def run_ppo(seed: int, total_timesteps: int) -> dict:
-    cwd = WORK / f"compare_ppo_{seed}_{time.time_ns()}"
-    cwd.mkdir(parents=True)
-    command = [sys.executable, str(ROOT / "ppo.py"), "--seed", str(seed), "--total-timesteps", str(total_timesteps)]
-    subprocess.run(command + PPO_FLAGS, cwd=cwd, check=True, capture_output=True)
-    [run_dir] = sorted((cwd / "runs").iterdir())
-    scalars = read_scalars(run_dir)
-    returns = [v for _, v in scalars["charts/episodic_return"]]
-    return {"sps": scalars["charts/SPS"][-1][1], "final_return": float(np.mean(returns[-10:]))}
-
-
-def run_sb3(seed: int, total_timesteps: int, threads: int | None) -> dict:
-    command = [sys.executable, __file__, "--sb3-worker", "--seed", str(seed), "--total-timesteps", str(total_timesteps)]
-    if threads is not None:
-        command += ["--threads", str(threads)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    report(model, time.time() - start)
 
 
 def main() -> None:
@@ -94,33 +68,21 @@ def main() -> None:
         sb3_worker(options.seed, options.total_timesteps, options.threads)
         return
 
-    sides = {"ppo.py": [], "SB3 PPO (default threads)": [], "SB3 PPO (1 thread)": []}
-    for seed in range(1, options.rounds + 1):
-        sides["ppo.py"].append(run_ppo(seed, options.total_timesteps))
-        sides["SB3 PPO (default threads)"].append(run_sb3(seed, options.total_timesteps, None))
-        sides["SB3 PPO (1 thread)"].append(run_sb3(seed, options.total_timesteps, 1))
-        print(f"round {seed}: " + ", ".join(f"{name} {runs[-1]['sps']:,.0f} steps/s" for name, runs in sides.items()))
-
-    ours = np.mean([r["sps"] for r in sides["ppo.py"]])
-    lines = [
+    steps = ["--total-timesteps", str(options.total_timesteps)]
+    results = interleave(
+        {
+            "ppo.py": lambda seed: run_script("ppo", ["--seed", str(seed), *steps, *PPO_FLAGS]),
+            "SB3 PPO (default threads)": lambda seed: run_worker(__file__, ["--seed", str(seed), *steps]),
+            "SB3 PPO (1 thread)": lambda seed: run_worker(__file__, ["--seed", str(seed), *steps, "--threads", "1"]),
+        },
+        options.rounds,
+    )
+    ours = mean_sps(results["ppo.py"])
+    title = (
         f"CartPole-v1, CleanRL's PPO settings, {options.total_timesteps:,} steps, seeds 1-{options.rounds}, "
-        "interleaved (`python benchmark/compare_sb3.py`)",
-        "",
-        "| implementation | steps/sec (mean ± std) | final return (last 10, mean ± std) | ppo.py speed-up |",
-        "|---|---|---|---|",
-    ]
-    for name, runs in sides.items():
-        sps = [r["sps"] for r in runs]
-        finals = [r["final_return"] for r in runs]
-        lines.append(
-            f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {np.mean(finals):.1f} ± {np.std(finals):.1f} "
-            f"| {ours / np.mean(sps):.2f}x |"
-        )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (ROOT / "benchmark" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmark" / "results" / "ppo_vs_sb3.md").write_text(table)
-    update_readme("ppo_vs_sb3", table)
+        "interleaved (`python benchmark/compare_sb3.py`)"
+    )
+    publish("ppo_vs_sb3", comparison_table(title, results, "ppo.py speed-up", lambda sps: ours / sps))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,43 @@ SCRIPT_PROFILES = {
             (["--gamma", "1.5"], "--gamma"),
         ],
     ),
+    "a2c": dict(
+        tiny=["--total-timesteps", "400", "--num-envs", "2", "--eval-frequency", "0"],
+        discrete_env="CartPole-v1",
+        continuous_env="Pendulum-v1",
+        unsupported_env="Blackjack-v1",
+        bad_flags=[
+            (["--num-steps", "0"], "--num-steps"),
+            (["--learning-rate", "-0.1"], "--learning-rate"),
+            (["--gae-lambda", "1.5"], "--gae-lambda"),
+            (["--eval-frequency", "-1"], "--eval-frequency"),
+        ],
+    ),
+    "a3c": dict(
+        tiny=["--total-timesteps", "400", "--num-workers", "1"],  # one worker: the run is reproducible
+        discrete_env="CartPole-v1",
+        continuous_env="Pendulum-v1",
+        unsupported_env="Blackjack-v1",
+        bad_flags=[
+            (["--num-workers", "0"], "--num-workers"),
+            (["--num-steps", "0"], "--num-steps"),
+            (["--learning-rate", "-0.1"], "--learning-rate"),
+            (["--gamma", "1.5"], "--gamma"),
+        ],
+    ),
+    "ppo_gru": dict(
+        tiny=["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2"]
+        + ["--update-epochs", "2"],
+        discrete_env="CartPole-v1",
+        continuous_env="Pendulum-v1",
+        unsupported_env="Blackjack-v1",
+        bad_flags=[
+            (["--num-envs", "0"], "--num-envs"),
+            (["--hidden-size", "0"], "--hidden-size"),
+            (["--gamma", "1.5"], "--gamma"),
+            (["--num-envs", "6", "--num-minibatches", "4"], "--num-minibatches"),
+        ],
+    ),
     "ppo": dict(
         tiny=["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "64", "--update-epochs", "2"],
         discrete_env="CartPole-v1",
@@ -84,8 +121,9 @@ class CountingEnv(gym.Env):
     observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, terminate_at: int | None = None):
+    def __init__(self, terminate_at: int | None = None, render_mode: str | None = None):
         self.terminate_at = terminate_at
+        self.render_mode = render_mode
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)

@@ -1,0 +1,75 @@
+"""a2c.py against Stable-Baselines3's A2C with identical settings, interleaved, on CartPole-v1.
+
+    python benchmark/compare_sb3_a2c.py --rounds 3 --total-timesteps 100000
+
+The settings are SB3's A2C defaults, which are the paper's / Baselines': 8 envs x 5 steps,
+RMSprop lr 7e-4 (constant), alpha 0.99, eps 1e-5, gamma 0.99, n-step returns (lambda 1),
+entropy 0, vf 0.5, grad norm 0.5, separate 64-64 tanh actor and critic with orthogonal init.
+Both sides run their envs in-process (a2c.py's SyncVectorEnv, SB3's DummyVecEnv); a2c.py with
+--async-envs (one subprocess per env) is a fourth row. Each round runs every side once, each
+in its own process, so slow drifts of the machine hit every side alike. Steps/sec is env
+steps over the training loop's wall time. Writes benchmark/results/a2c_vs_sb3.md and the
+README block between the benchmark:a2c_vs_sb3 markers.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from interleaved import comparison_table, interleave, mean_sps, publish, report, run_script, run_worker  # noqa: E402
+
+# a2c.py's defaults already match apart from the annealing and the periodic evaluation.
+A2C_FLAGS = ["--no-anneal-lr", "--eval-frequency", "0"]
+
+
+def sb3_worker(seed: int, total_timesteps: int, threads: int | None) -> None:
+    """Runs inside a child process: train SB3 A2C and print one JSON line of results."""
+    import torch
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    envs = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = A2C("MlpPolicy", envs, n_steps=5, seed=seed, device="cpu")  # SB3's defaults are the settings above
+    start = time.time()
+    model.learn(total_timesteps=total_timesteps)
+    report(model, time.time() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; round i uses seed i")
+    parser.add_argument("--total-timesteps", type=int, default=100_000)
+    parser.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.sb3_worker:
+        sb3_worker(options.seed, options.total_timesteps, options.threads)
+        return
+
+    steps = ["--total-timesteps", str(options.total_timesteps)]
+    results = interleave(
+        {
+            "a2c.py": lambda seed: run_script("a2c", ["--seed", str(seed), *steps, *A2C_FLAGS]),
+            "SB3 A2C (default threads)": lambda seed: run_worker(__file__, ["--seed", str(seed), *steps]),
+            "SB3 A2C (1 thread)": lambda seed: run_worker(__file__, ["--seed", str(seed), *steps, "--threads", "1"]),
+            "a2c.py --async-envs": lambda seed: run_script(
+                "a2c", ["--seed", str(seed), *steps, *A2C_FLAGS, "--async-envs"]
+            ),
+        },
+        options.rounds,
+    )
+    ours = mean_sps(results["a2c.py"])
+    title = (
+        f"CartPole-v1, SB3's A2C settings (8 envs x 5 steps), {options.total_timesteps:,} steps, "
+        f"seeds 1-{options.rounds}, interleaved (`python benchmark/compare_sb3_a2c.py`)"
+    )
+    publish("a2c_vs_sb3", comparison_table(title, results, "a2c.py speed-up", lambda sps: ours / sps))
+
+
+if __name__ == "__main__":
+    main()

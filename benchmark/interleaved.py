@@ -1,0 +1,93 @@
+"""Helpers for the interleaved speed comparisons (compare_sb3*.py, a3c_scaling.py).
+
+Each comparison runs every side once per round, each in its own process, so slow drifts of the
+machine hit all sides alike, and reports steps/sec and the final return of every side.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RESULTS, ROOT, WORK, read_scalars, update_readme  # noqa: E402
+
+
+def start_script(script: str, flags: list[str]) -> tuple[subprocess.Popen, Path]:
+    """Start `python SCRIPT.py FLAGS` in a fresh folder under benchmark/work/."""
+    cwd = WORK / f"compare_{script}_{time.time_ns()}"
+    cwd.mkdir(parents=True)
+    process = subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *flags], cwd=cwd, stdout=subprocess.DEVNULL)
+    return process, cwd
+
+
+def script_result(process: subprocess.Popen, cwd: Path, window: int = 10) -> dict:
+    """Wait for a started script; its last charts/SPS and the mean of its last `window` returns."""
+    if process.wait() != 0:
+        raise RuntimeError(f"{' '.join(map(str, process.args))} failed in {cwd}")
+    [run_dir] = sorted((cwd / "runs").iterdir())
+    scalars = read_scalars(run_dir)
+    returns = [v for _, v in scalars["charts/episodic_return"]]
+    return {"sps": scalars["charts/SPS"][-1][1], "final_return": float(np.mean(returns[-window:]))}
+
+
+def run_script(script: str, flags: list[str], window: int = 10) -> dict:
+    return script_result(*start_script(script, flags), window)
+
+
+def run_worker(comparison_file: str, flags: list[str]) -> dict:
+    """Run `python COMPARISON_FILE --sb3-worker FLAGS` (a library run in a child process) and
+    read the JSON line it ends with (see report())."""
+    command = [sys.executable, comparison_file, "--sb3-worker", *flags]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def report(model, elapsed: float) -> None:
+    """Inside a worker: print a trained SB3 model's steps/sec and last-10 mean return as JSON."""
+    returns = [info["r"] for info in model.ep_info_buffer]
+    print(json.dumps({"sps": model.num_timesteps / elapsed, "final_return": float(np.mean(returns[-10:]))}))
+
+
+def comparison_table(title: str, results: dict[str, list[dict]], ratio_header: str, ratio, window: int = 10) -> str:
+    """Markdown table, one row per side: steps/sec and final return (mean ± std over rounds), and
+    ratio(mean steps/sec of the row) under ratio_header."""
+    lines = [
+        title,
+        "",
+        f"| implementation | steps/sec (mean ± std) | final return (last {window}, mean ± std) | {ratio_header} |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        sps = [r["sps"] for r in runs]
+        finals = [r["final_return"] for r in runs]
+        lines.append(
+            f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {np.mean(finals):.1f} ± {np.std(finals):.1f} "
+            f"| {ratio(np.mean(sps)):.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def interleave(sides: dict, rounds: int) -> dict[str, list[dict]]:
+    """Run every side (name -> function of the seed) once per round; round i uses seed i."""
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for seed in range(1, rounds + 1):
+        for name, run in sides.items():
+            results[name].append(run(seed))
+        print(f"round {seed}: " + ", ".join(f"{name} {runs[-1]['sps']:,.0f} steps/s" for name, runs in results.items()))
+    return results
+
+
+def mean_sps(runs: list[dict]) -> float:
+    return float(np.mean([r["sps"] for r in runs]))
+
+
+def publish(key: str, table: str) -> None:
+    """Print the table, write benchmark/results/KEY.md and the README block benchmark:KEY."""
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{key}.md").write_text(table)
+    update_readme(key, table)

@@ -1,0 +1,69 @@
+"""ppo.py and ppo_gru.py on the same velocity-masked tasks, on one plot per env.
+
+    python benchmark/run.py ppo_gru --env-ids CartPole-v1 Pendulum-v1 --label masked -- --mask-velocity
+    python benchmark/run.py ppo --env-ids CartPole-v1 Pendulum-v1 --label masked -- --mask-velocity \
+        --total-timesteps 150000
+    python benchmark/plot_masked.py
+
+Reads the runs labelled "masked" from benchmark/results/ppo.json and ppo_gru.json (written by
+the two commands above) and draws, per env, each seed faintly and each script's mean over seeds
+(10-episode rolling means) into benchmark/results/masked_ENV.png.
+"""
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RESULTS  # noqa: E402
+
+WINDOW = 10
+
+
+def rolling(curve: list) -> tuple[np.ndarray, np.ndarray]:
+    steps = np.array([s for s, _ in curve], dtype=float)
+    values = np.array([v for _, v in curve], dtype=float)
+    width = min(WINDOW, len(values))
+    return steps[width - 1 :], np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = []
+    for script in ["ppo", "ppo_gru"]:
+        runs += [r for r in json.loads((RESULTS / f"{script}.json").read_text()) if r.get("label") == "masked"]
+    for env_id in sorted({r["env_id"] for r in runs}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for script, color in [("ppo", "tab:red"), ("ppo_gru", "tab:blue")]:
+            mine = [r for r in runs if r["script"] == script and r["env_id"] == env_id and r["curve"]]
+            if not mine:
+                continue
+            grid = np.linspace(0, max(r["total_steps"] for r in mine), 100)
+            smoothed = []
+            for r in mine:
+                steps, values = rolling(r["curve"])
+                ax.plot(steps, values, color=color, alpha=0.2, linewidth=1)
+                smoothed.append(np.interp(grid, steps, values, left=np.nan))
+            with warnings.catch_warnings():  # grid points before a seed's first episode are NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax.plot(grid, np.nanmean(smoothed, axis=0), color=color, linewidth=2, label=f"{script}.py (mean)")
+        ax.set_title(f"{env_id} with --mask-velocity: MLP vs GRU policy")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"episodic return ({WINDOW}-episode mean)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"masked_{env_id}.png", dpi=90)
+        plt.close(fig)
+        print(f"wrote {RESULTS / f'masked_{env_id}.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""a2c.py: n-step returns and GAE against plain references, the loss by hand, evaluation, learning."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_scalars, run_dirs
+
+import a2c
+
+
+def forward_sum_returns(rewards, next_values, terminations, dones, gamma):
+    """Independent reference: for each (t, env) sum the discounted rewards forward until the
+    episode ends or the rollout runs out, then add the discounted bootstrap value."""
+    num_steps, num_envs = rewards.shape
+    returns = np.zeros_like(rewards)
+    for env in range(num_envs):
+        for t in range(num_steps):
+            total, discount, k = 0.0, 1.0, t
+            while True:
+                total += discount * rewards[k, env]
+                discount *= gamma
+                if terminations[k, env]:
+                    break  # a terminal state has no future
+                if dones[k, env] or k == num_steps - 1:
+                    total += discount * next_values[k, env]  # truncated, or the end of the rollout
+                    break
+                k += 1
+            returns[t, env] = total
+    return returns
+
+
+def test_n_step_returns_match_a_forward_sum_with_terminations_and_truncations():
+    rng = np.random.default_rng(0)
+    num_steps, num_envs = 7, 3
+    rewards = rng.normal(size=(num_steps, num_envs)).astype(np.float32)
+    next_values = rng.normal(size=(num_steps, num_envs)).astype(np.float32)
+    terminations = np.zeros((num_steps, num_envs), np.float32)
+    truncations = np.zeros((num_steps, num_envs), np.float32)
+    terminations[2, 0] = terminations[6, 2] = 1  # one at the very last step
+    truncations[4, 0] = truncations[1, 1] = truncations[5, 1] = 1
+    dones = np.maximum(terminations, truncations)
+    got = a2c.n_step_returns(rewards, next_values, terminations, dones, 0.9)
+    np.testing.assert_allclose(got, forward_sum_returns(rewards, next_values, terminations, dones, 0.9), rtol=1e-5)
+
+
+def test_n_step_returns_by_hand():
+    rewards = np.array([[1.0], [2.0], [3.0]], np.float32)
+    next_values = np.array([[0.0], [5.0], [10.0]], np.float32)
+    # Row 1 is truncated: its return is 2 + 0.5 * V(final obs) = 4.5, and row 0 runs on into it.
+    truncated = a2c.n_step_returns(rewards, next_values, np.zeros((3, 1)), np.array([[0], [1], [0]]), 0.5)
+    np.testing.assert_allclose(truncated[:, 0], [1 + 0.5 * 4.5, 4.5, 3 + 0.5 * 10])
+    # The same row terminated: no bootstrap.
+    terminated = a2c.n_step_returns(rewards, next_values, np.array([[0], [1], [0]]), np.array([[0], [1], [0]]), 0.5)
+    np.testing.assert_allclose(terminated[:, 0], [2.0, 2.0, 8.0])
+
+
+def test_gae_with_lambda_one_is_the_n_step_advantage():
+    rng = np.random.default_rng(1)
+    shape = (6, 4)
+    rewards = rng.normal(size=shape).astype(np.float32)
+    # As in a2c.main: row t + 1 holds the observation step t returned, so next_values[t] = values[t + 1].
+    all_values = rng.normal(size=(shape[0] + 1, shape[1])).astype(np.float32)
+    values, next_values = all_values[:-1], all_values[1:]
+    terminations = (rng.random(shape) < 0.15).astype(np.float32)
+    dones = np.maximum(terminations, (rng.random(shape) < 0.15).astype(np.float32))
+    advantages = a2c.compute_gae(rewards, values, next_values, terminations, dones, 0.95, 1.0)
+    returns = a2c.n_step_returns(rewards, next_values, terminations, dones, 0.95)
+    np.testing.assert_allclose(advantages, returns - values, rtol=1e-5, atol=1e-5)
+    # Below 1, GAE differs (it mixes shorter bootstraps in).
+    assert not np.allclose(a2c.compute_gae(rewards, values, next_values, terminations, dones, 0.95, 0.5), advantages)
+
+
+def test_a2c_loss_by_hand_ignores_masked_rows():
+    log_probs = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
+    values = torch.tensor([1.0, 1.0, 100.0], requires_grad=True)
+    returns = torch.tensor([3.0, 0.0, 0.0])
+    entropy = torch.tensor([0.5, 0.7, 9.0])
+    mask = torch.tensor([1.0, 1.0, 0.0])  # row 2 is a reset step
+    loss, stats = a2c.a2c_loss(log_probs, entropy, values, returns, mask, vf_coef=0.5, ent_coef=0.1)
+    # A = [2, -1]; actor = -mean([-1 * 2, -2 * -1]) = 0; critic = mean([4, 1]) = 2.5; entropy 0.6
+    assert stats["policy_loss"].item() == pytest.approx(0.0)
+    assert stats["value_loss"].item() == pytest.approx(2.5)
+    assert stats["entropy"].item() == pytest.approx(0.6)
+    assert loss.item() == pytest.approx(0.5 * 2.5 - 0.1 * 0.6)
+    loss.backward()
+    # The actor term treats A as a constant: d loss / d log pi = -A / 2; the masked row gets nothing.
+    torch.testing.assert_close(log_probs.grad, torch.tensor([-1.0, 0.5, 0.0]))
+    torch.testing.assert_close(values.grad, torch.tensor([-1.0, 0.5, 0.0]))  # 0.5 * d mean(A^2) / dV = -A / 2
+
+
+def test_periodic_evaluation_on_a_test_env(in_tmp_dir):
+    flags = a2c.Args(total_timesteps=2000, eval_frequency=800, eval_episodes=2, num_envs=4)
+    a2c.main(flags)
+    [run_dir] = run_dirs(in_tmp_dir)
+    steps = [step for step, _ in read_scalars(run_dir)["eval/episodic_return"]]
+    # Two episodes at the first update past 800 and 1600 steps, and two at the end of the run.
+    assert steps == [800, 800, 1600, 1600, 2000, 2000]
+
+
+def test_async_envs_give_the_same_run_as_sync_envs(in_tmp_dir):
+    common = dict(total_timesteps=600, eval_frequency=0, num_envs=2, seed=3)
+    sync_returns = a2c.main(a2c.Args(**common))["episodic_returns"]
+    async_returns = a2c.main(a2c.Args(**common, async_envs=True))["episodic_returns"]
+    assert sync_returns and sync_returns == async_returns
+
+
+@pytest.mark.learning
+def test_learns_cartpole(in_tmp_dir):
+    returns = a2c.main(a2c.Args(seed=1, total_timesteps=100_000, eval_frequency=0))["episodic_returns"]
+    # Random play scores ~22; seed 1 reaches ~320 by 100k steps (500 by the default 300k).
+    assert np.mean(returns[-10:]) >= 200

@@ -1,0 +1,179 @@
+"""a3c.py: returns, the shared optimizer across processes, faults (Ctrl-C, worker exception,
+worker killed), and learning."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_dirs
+
+import a3c
+
+
+def test_n_step_returns_match_a_forward_sum():
+    rewards = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    for bootstrap in [0.0, 7.5]:  # a termination, or V(final / next observation)
+        expected = [sum(0.9**k * r for k, r in enumerate(rewards[t:])) + 0.9 ** (4 - t) * bootstrap for t in range(4)]
+        np.testing.assert_allclose(a3c.n_step_returns(rewards, bootstrap, 0.9), expected, rtol=1e-6)
+
+
+def test_a3c_loss_by_hand():
+    log_probs = torch.tensor([-1.0, -2.0], requires_grad=True)
+    values = torch.tensor([1.0, 1.0], requires_grad=True)
+    loss, stats = a3c.a3c_loss(log_probs, torch.tensor([0.5, 0.7]), values, torch.tensor([3.0, 0.0]), 0.5, 0.1)
+    # A = [2, -1]: actor -mean([-2, 2]) = 0, critic mean([4, 1]) = 2.5, entropy 0.6
+    assert stats == pytest.approx({"policy_loss": 0.0, "value_loss": 2.5, "entropy": 0.6})
+    assert loss.item() == pytest.approx(0.5 * 2.5 - 0.1 * 0.6)
+    loss.backward()
+    torch.testing.assert_close(log_probs.grad, torch.tensor([-1.0, 0.5]))  # A is a constant for the actor
+
+
+def step_shared_adam(optimizer: "a3c.SharedAdam", grads: list[torch.Tensor], steps: int) -> None:
+    """Child-process body: step the shared optimizer `steps` times with the same gradients."""
+    for _ in range(steps):
+        optimizer.step(grads)
+
+
+def test_shared_adam_state_is_shared_between_processes():
+    torch.manual_seed(0)
+    shared_params = [torch.randn(3, 2).share_memory_(), torch.randn(2).share_memory_()]
+    reference_params = [p.clone().requires_grad_() for p in shared_params]
+    grads = [torch.randn(3, 2), torch.randn(2)]
+    optimizer = a3c.SharedAdam(shared_params, lr=0.01)
+    context = torch.multiprocessing.get_context("spawn")
+    children = [context.Process(target=step_shared_adam, args=(optimizer, grads, 3)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    # Two processes x 3 steps: one Adam that saw 6 steps, its moments and step count included.
+    assert int(optimizer.step_count) == 6
+    reference = torch.optim.Adam(reference_params, lr=0.01)
+    for _ in range(6):
+        for param, grad in zip(reference_params, grads, strict=True):
+            param.grad = grad.clone()
+        reference.step()
+    for i, param in enumerate(reference_params):
+        torch.testing.assert_close(optimizer.exp_avg[i], reference.state[param]["exp_avg"])
+        torch.testing.assert_close(optimizer.exp_avg_sq[i], reference.state[param]["exp_avg_sq"])
+        torch.testing.assert_close(shared_params[i], param.detach())
+
+
+def alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_run(cwd, *flags, env=None) -> tuple[subprocess.Popen, list[int]]:
+    """Start a3c.py with two workers; return the process and the worker pids it prints."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "a3c.py"), "--num-workers", "2", "--total-timesteps", "10000000", *flags],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    first_line = process.stdout.readline()
+    assert first_line.startswith("started 2 worker(s): pids"), first_line + process.stderr.read()
+    return process, [int(pid) for pid in first_line.split("pids")[1].split()]
+
+
+def finish(process: subprocess.Popen, timeout: float = 20) -> tuple[str, float]:
+    """Wait for the run to end; return (stderr, seconds it took)."""
+    start = time.time()
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return stderr, time.time() - start
+
+
+def test_ctrl_c_stops_every_worker(tmp_path):
+    process, pids = start_run(tmp_path)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    stderr, seconds = finish(process)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert seconds < 10
+    assert not any(alive(pid) for pid in pids), "a worker outlived the run"
+
+
+def test_a_killed_worker_stops_the_run_and_is_named(tmp_path):
+    process, pids = start_run(tmp_path)
+    time.sleep(3)
+    os.kill(pids[1], signal.SIGKILL)
+    stderr, seconds = finish(process)
+    assert process.returncode == 1, stderr
+    assert f"worker 1 (pid {pids[1]})" in stderr and "SIGKILL" in stderr
+    assert seconds < 10
+    assert not any(alive(pid) for pid in pids), "a worker outlived the run"
+
+
+def test_workers_stop_when_the_main_process_is_killed_outright(tmp_path):
+    process, pids = start_run(tmp_path)
+    time.sleep(3)
+    process.kill()  # SIGKILL: no handler runs, so the workers must notice on their own
+    finish(process)
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids), "a worker outlived its main process"
+
+
+def test_an_exception_in_a_worker_stops_the_run_and_is_named(tmp_path):
+    # An env that fails after a while, registered by a module gymnasium imports from the env id.
+    (tmp_path / "faulty_env.py").write_text(
+        textwrap.dedent(
+            """
+            import gymnasium as gym
+            from gymnasium.envs.classic_control import CartPoleEnv
+
+            class FaultyCartPole(CartPoleEnv):
+                steps = 0
+
+                def step(self, action):
+                    FaultyCartPole.steps += 1
+                    if FaultyCartPole.steps == 3000:
+                        raise RuntimeError("injected fault")
+                    return super().step(action)
+
+            gym.register("FaultyCartPole-v0", entry_point=FaultyCartPole, max_episode_steps=500)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    process, pids = start_run(tmp_path, "--env-id", "faulty_env:FaultyCartPole-v0", env=env)
+    stderr, seconds = finish(process, timeout=60)
+    assert process.returncode == 1, stderr
+    [line] = [line for line in stderr.splitlines() if line.strip()]
+    assert "worker" in line and "RuntimeError: injected fault" in line
+    assert seconds < 30
+    assert not any(alive(pid) for pid in pids), "a worker outlived the run"
+
+
+def test_one_worker_is_deterministic_and_box_actions_run(in_tmp_dir):
+    flags = dict(total_timesteps=1500, num_workers=1, env_id="Pendulum-v1")
+    first = a3c.main(a3c.Args(**flags))["episodic_returns"]
+    second = a3c.main(a3c.Args(**flags))["episodic_returns"]
+    assert len(first) == 7 and first == second
+    assert len(run_dirs(in_tmp_dir)) == 2
+
+
+@pytest.mark.learning
+def test_learns_cartpole_with_one_worker(in_tmp_dir):
+    returns = a3c.main(a3c.Args(seed=1, num_workers=1, total_timesteps=60_000))["episodic_returns"]
+    # Random play scores ~22; this run (deterministic with one worker) ends near 400.
+    assert np.mean(returns[-20:]) >= 250
