@@ -315,6 +315,14 @@ class RecurrentAgent(nn.Module):
         outputs = output[position, segment].view(num_envs, num_steps, -1).transpose(0, 1)
         return outputs, outputs[-1:]  # one GRU layer: its output at the last step is the state
 
+    def step(self, obs: np.ndarray, hidden: torch.Tensor, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of every env from numpy observations and episode-start flags, on the hidden
+        state's device: ((B, H) features, new state)."""
+        obs_row = torch.as_tensor(obs, dtype=torch.float32, device=hidden.device)[None]
+        start_row = torch.as_tensor(starts, dtype=torch.float32, device=hidden.device)[None]
+        features, hidden = self.unroll(obs_row, hidden, start_row)
+        return features[0], hidden
+
     def act(self, features: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions from GRU features: sampled, or argmax / Gaussian mean if deterministic."""
         policy_out = self.actor(features)
@@ -472,7 +480,6 @@ def collect_rollout(
     state: EnvState,
     episode_log: EpisodeLog,
     global_step: int,
-    device: torch.device,
 ) -> tuple[EnvState, int]:
     """Fill `rollout` by acting step by step, carrying h; store log-probs and values as acted."""
     action_space = envs.single_action_space
@@ -484,12 +491,9 @@ def collect_rollout(
         rollout.trainable[step] = ~next_done
         rollout.starts[step] = next_start
         with torch.no_grad():
-            obs_tensor = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-            features, hidden = agent.unroll(
-                obs_tensor[None], hidden, torch.as_tensor(next_start, dtype=torch.float32, device=device)[None]
-            )
-            action = agent.act(features[0])
-            log_prob, _, value = agent.evaluate_actions(features[0], action)
+            features, hidden = agent.step(next_obs, hidden, next_start)
+            action = agent.act(features)
+            log_prob, _, value = agent.evaluate_actions(features, action)
         rollout.actions[step] = action.cpu().numpy()
         rollout.log_probs[step] = log_prob.cpu().numpy()
         rollout.values[step] = value.cpu().numpy()
@@ -507,11 +511,8 @@ def collect_rollout(
         episode_log.record(infos, global_step)
     with torch.no_grad():
         # V of the observation after the last step, with h carried on (and zeroed if it starts an episode).
-        obs_tensor = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-        features, _ = agent.unroll(
-            obs_tensor[None], hidden, torch.as_tensor(next_start, dtype=torch.float32, device=device)[None]
-        )
-        rollout.last_value = agent.critic(features[0]).squeeze(-1).cpu().numpy()
+        features, _ = agent.step(next_obs, hidden, next_start)
+        rollout.last_value = agent.critic(features).squeeze(-1).cpu().numpy()
     return EnvState(next_obs, hidden, next_done, next_start), global_step
 
 
@@ -636,9 +637,8 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
     hidden, done, start = agent.initial_state(1, device), np.zeros(1, bool), np.ones(1, bool)
     while len(episode_log.all_returns) < eval_episodes:
         with torch.no_grad():
-            obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)[None]
-            features, hidden = agent.unroll(obs_tensor, hidden, torch.as_tensor(start, dtype=torch.float32)[None])
-            action = agent.act(features[0], deterministic=True).cpu().numpy()
+            features, hidden = agent.step(obs, hidden, start)
+            action = agent.act(features, deterministic=True).cpu().numpy()
         if not agent.is_discrete:
             action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
         obs, _, terminated, truncated, infos = envs.step(action)
@@ -694,7 +694,7 @@ def main(args: Args) -> dict:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
-            state, global_step = collect_rollout(agent, envs, rollout, state, episode_log, global_step, device)
+            state, global_step = collect_rollout(agent, envs, rollout, state, episode_log, global_step)
             losses = ppo_update(agent, optimizer, rollout, args, device, global_step)
 
             sps = int(global_step / (time.time() - start_time))

@@ -32,7 +32,7 @@ def start_rollouts(env_id: str, num_envs: int, num_steps: int, rollouts: int = 2
     )
     log = ppo_gru.EpisodeLog(writer=None)
     for _ in range(rollouts):
-        state, _ = ppo_gru.collect_rollout(agent, envs, rollout, state, log, 0, torch.device("cpu"))
+        state, _ = ppo_gru.collect_rollout(agent, envs, rollout, state, log, 0)
     envs.close()
     return agent, rollout, args
 
