@@ -104,8 +104,15 @@ def usage_error(message: str) -> None:
 
 def check_args(args: Args) -> None:
     """Reject impossible values before any env is made."""
-    positive = ["total_timesteps", "num_envs", "num_steps", "eval_episodes", "learning_rate", "max_grad_norm"]
-    positive += ["rms_eps"]
+    positive = [
+        "total_timesteps",
+        "num_envs",
+        "num_steps",
+        "eval_episodes",
+        "learning_rate",
+        "max_grad_norm",
+        "rms_eps",
+    ]
     for name in positive:
         if not getattr(args, name) > 0:
             usage_error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -523,13 +530,6 @@ def main(args: Args) -> dict:
 
             for name, value in stats.items():
                 loss_sums[name] = loss_sums.get(name, 0.0) + value.item()
-            if iteration % log_every == 0:
-                for name, total in loss_sums.items():
-                    writer.add_scalar(f"losses/{name}", total / log_every, global_step)
-                loss_sums = {}
-                sps = int(global_step / (time.time() - start_time - eval_seconds))
-                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-                writer.add_scalar("charts/SPS", sps, global_step)
             # The end of the run is evaluated too: by the saved file with --save-model, else here.
             final_eval = iteration == num_iterations and not args.save_model
             if eval_envs is not None and (global_step >= next_eval or final_eval):
@@ -539,8 +539,14 @@ def main(args: Args) -> dict:
                     writer.add_scalar("eval/episodic_return", eval_return, global_step)
                 next_eval += args.eval_frequency
                 eval_seconds += time.time() - eval_start
+            sps = int(global_step / (time.time() - start_time - eval_seconds))  # training steps/sec
+            if iteration % log_every == 0:
+                for name, total in loss_sums.items():
+                    writer.add_scalar(f"losses/{name}", total / log_every, global_step)
+                loss_sums = {}
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
             if iteration % progress_every == 0 or iteration == num_iterations:
-                sps = int(global_step / (time.time() - start_time - eval_seconds))
                 print(
                     f"global_step={global_step:>8d} ({100 * global_step / args.total_timesteps:3.0f}%)  "
                     f"mean_return(last {episode_log.recent_returns.maxlen})={episode_log.recent_mean():9.2f}  SPS={sps}"
