@@ -12,13 +12,20 @@ steps over the training loop's wall time. Writes benchmark/results/a2c_vs_sb3.md
 README block between the benchmark:a2c_vs_sb3 markers.
 """
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from interleaved import comparison_table, interleave, mean_sps, publish, report, run_script, run_worker  # noqa: E402
+from interleaved import (  # noqa: E402
+    comparison_table,
+    interleave,
+    learn_and_report,
+    mean_sps,
+    parse_options,
+    publish,
+    run_script,
+    run_worker,
+)
 
 # a2c.py's defaults already match apart from the annealing and the periodic evaluation.
 A2C_FLAGS = ["--no-anneal-lr", "--eval-frequency", "0"]
@@ -34,19 +41,11 @@ def sb3_worker(seed: int, total_timesteps: int, threads: int | None) -> None:
         torch.set_num_threads(threads)
     envs = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = A2C("MlpPolicy", envs, n_steps=5, seed=seed, device="cpu")  # SB3's defaults are the settings above
-    start = time.time()
-    model.learn(total_timesteps=total_timesteps)
-    report(model, time.time() - start)
+    learn_and_report(model, total_timesteps)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; round i uses seed i")
-    parser.add_argument("--total-timesteps", type=int, default=100_000)
-    parser.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
-    options = parser.parse_args()
+    options = parse_options(__doc__, rounds=3, total_timesteps=100_000)
     if options.sb3_worker:
         sb3_worker(options.seed, options.total_timesteps, options.threads)
         return

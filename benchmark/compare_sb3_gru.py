@@ -13,13 +13,20 @@ benchmark/results/ppo_gru_vs_sb3.md and the README block between the
 benchmark:ppo_gru_vs_sb3 markers.
 """
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from interleaved import comparison_table, interleave, mean_sps, publish, report, run_script, run_worker  # noqa: E402
+from interleaved import (  # noqa: E402
+    comparison_table,
+    interleave,
+    learn_and_report,
+    mean_sps,
+    parse_options,
+    publish,
+    run_script,
+    run_worker,
+)
 
 CART_POLE_VELOCITIES = [1, 3]
 SB3 = "sb3-contrib RecurrentPPO (RL Zoo settings)"
@@ -62,18 +69,11 @@ def sb3_worker(seed: int, total_timesteps: int) -> None:
         seed=seed,
         device="cpu",
     )
-    start = time.time()
-    model.learn(total_timesteps=total_timesteps)
-    report(model, time.time() - start)
+    learn_and_report(model, total_timesteps)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds; round i uses seed i")
-    parser.add_argument("--total-timesteps", type=int, default=50_000)
-    parser.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
-    options = parser.parse_args()
+    options = parse_options(__doc__, rounds=2, total_timesteps=50_000)
     if options.sb3_worker:
         sb3_worker(options.seed, options.total_timesteps)
         return

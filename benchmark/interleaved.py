@@ -4,6 +4,7 @@ Each comparison runs every side once per round, each in its own process, so slow
 machine hit all sides alike, and reports steps/sec and the final return of every side.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -40,16 +41,32 @@ def run_script(script: str, flags: list[str], window: int = 10) -> dict:
 
 def run_worker(comparison_file: str, flags: list[str]) -> dict:
     """Run `python COMPARISON_FILE --sb3-worker FLAGS` (a library run in a child process) and
-    read the JSON line it ends with (see report())."""
+    read the JSON line it ends with (see learn_and_report())."""
     command = [sys.executable, comparison_file, "--sb3-worker", *flags]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def report(model, elapsed: float) -> None:
-    """Inside a worker: print a trained SB3 model's steps/sec and last-10 mean return as JSON."""
+def learn_and_report(model, total_timesteps: int) -> None:
+    """Inside a worker: train an SB3 model, then print its steps/sec (training time only) and
+    last-10 mean return as the JSON line run_worker() reads."""
+    start = time.time()
+    model.learn(total_timesteps=total_timesteps)
+    elapsed = time.time() - start
     returns = [info["r"] for info in model.ep_info_buffer]
     print(json.dumps({"sps": model.num_timesteps / elapsed, "final_return": float(np.mean(returns[-10:]))}))
+
+
+def parse_options(description: str, rounds: int, total_timesteps: int) -> argparse.Namespace:
+    """A comparison's command line: --rounds and --total-timesteps, plus the hidden --sb3-worker,
+    --seed and --threads with which it runs its library side in a child process."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=rounds, help="rounds; round i uses seed i")
+    parser.add_argument("--total-timesteps", type=int, default=total_timesteps)
+    parser.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args()
 
 
 def comparison_table(title: str, results: dict[str, list[dict]], ratio_header: str, ratio, window: int = 10) -> str:
