@@ -13,7 +13,8 @@ Near-optimal play: finite-horizon value iteration on a (theta, theta_dot) grid o
 env's own dynamics and cost (V_k(s) = max_u [r(s, u) + V_{k-1}(f(s, u))], bilinear
 interpolation between grid points), then a greedy one-step lookahead through the true
 dynamics from each exact start state. The grid makes this a slight under-estimate of the
-optimum, not an over-estimate: every return it reports is one the env really paid out.
+optimum, not an over-estimate: every return it reports is one a real action sequence earns
+under Pendulum's dynamics (the tensor model is checked against the env before use).
 
 With gymnasium's NEXT_STEP autoreset the step after an episode end only resets the env and
 counts as a step of the run, so an episode costs 201 steps after the first: 20,000 steps hold
