@@ -124,14 +124,13 @@ def check_against_env(model: PendulumModel, seed: int) -> None:
     while len(observed_starts) < 3:
         state, action = pendulum.state.copy(), envs.action_space.sample()
         _, rewards, terminations, truncations, _ = envs.step(action)
-        if terminations[0] or truncations[0]:
-            envs.step(envs.action_space.sample())  # the reset step
-            observed_starts.append(pendulum.state.copy())
-            continue
         theta, speed, reward = model.step(*(torch.tensor(x, dtype=torch.float64) for x in (*state, action[0, 0])))
         expected = np.array([float(theta), float(speed)])
         if not (np.allclose(expected, pendulum.state, atol=1e-5) and np.isclose(float(reward), rewards[0], atol=1e-4)):
             sys.exit(f"PendulumModel disagrees with gymnasium's Pendulum-v1 at state {state}")
+        if terminations[0] or truncations[0]:
+            envs.step(envs.action_space.sample())  # the reset step
+            observed_starts.append(pendulum.state.copy())
     envs.close()
     if not np.allclose(start_states(seed, 3), observed_starts):
         sys.exit("rebuilt start states disagree with the ones a NEXT_STEP vector env plays")
