@@ -17,7 +17,7 @@ or Gaussian.
 A time-limit cut is not termination: the transition is stored with terminated = 0 and the real
 final observation as s', so its target bootstraps. Box action spaces only.
 
-    python ddpg.py                                  # Pendulum-v1, 20k steps (~35 s on 2 CPU cores)
+    python ddpg.py                                  # Pendulum-v1, 20k steps (~25 s on 2 CPU cores)
     python ddpg.py --env-id InvertedPendulum-v5 --noise-type gaussian --total-timesteps 50000
 """
 
@@ -73,8 +73,8 @@ class Args:
     batch_size: int = 256
     """transitions per gradient step"""
     hidden_size: int = 64
-    """units in each of the two hidden layers of actor and critic (64: 666 steps/s on a 2-core CPU
-    against 440 for 128 and 174 for 256, with the same Pendulum returns; see the README)"""
+    """units in each of the two hidden layers of actor and critic (64: ~970 steps/s on a 2-core CPU
+    against ~580 for 128 and 240 for 256, with the same Pendulum returns; see the README)"""
     learning_starts: int = 1000
     """env steps of uniform random actions before learning starts"""
     train_frequency: int = 1
@@ -333,8 +333,9 @@ def main(args: Args) -> dict:
     target_critic = Critic(obs_dim, action_dim, args.hidden_size).to(device)
     target_actor.load_state_dict(actor.state_dict())
     target_critic.load_state_dict(critic.state_dict())
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate)
+    # fused: one kernel updates every parameter (~60% cheaper per step than the per-tensor loop here)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     buffer = ReplayBuffer(args.buffer_size, obs_dim, action_dim, rng)
     half_range = (action_space.high - action_space.low) / 2
     noise_shape = (args.num_envs, action_dim)
@@ -372,16 +373,17 @@ def main(args: Args) -> dict:
             # truncated transition is stored with terminated = 0 and bootstraps from it.
             keep = ~resetting
             buffer.add(obs[keep], actions[keep], rewards[keep], next_obs[keep], terminations[keep])
-            dones = terminations | truncations
-            if dones.any():
-                noise.reset(dones)  # a fresh noise process for each new episode
+            if resetting.any():
+                # a fresh noise process for each new episode, restarted after the step that only
+                # reset the env, so the episode's first real action starts from mu
+                noise.reset(resetting)
             if "episode" in infos:
                 for i in np.flatnonzero(infos["_episode"]):
                     recent_returns.append(float(infos["episode"]["r"][i]))
                     all_returns.append(recent_returns[-1])
                     writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
                     writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
-            obs, resetting = next_obs, dones
+            obs, resetting = next_obs, terminations | truncations
 
             if global_step >= args.learning_starts and (global_step // args.num_envs) % args.train_frequency == 0:
                 for _ in range(args.gradient_steps):
@@ -399,9 +401,13 @@ def main(args: Args) -> dict:
                     stats = {"qf_loss": qf_loss.item(), "qf_values": q_values.mean().item()}
                     num_gradient_steps += 1
                     if num_gradient_steps % args.policy_frequency == 0:
+                        # the gradient flows through Q into mu; Q's own weights are frozen so that
+                        # autograd skips their gradients, which this step would not use
+                        critic.requires_grad_(False)
                         actor_loss = -critic(b_obs, actor(b_obs)).mean()  # -mean(Q(s, mu(s)))
                         actor_optimizer.zero_grad()
                         actor_loss.backward()
+                        critic.requires_grad_(True)
                         actor_optimizer.step()
                         stats["actor_loss"] = actor_loss.item()
                     soft_update(target_actor, actor, args.tau)

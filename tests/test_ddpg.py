@@ -99,6 +99,26 @@ def test_both_noise_types_run(in_tmp_dir, capsys, noise_type):
     assert len(result["episodic_returns"]) == 3
 
 
+def test_each_episode_starts_its_ou_noise_from_mu(in_tmp_dir, capsys, monkeypatch):
+    states_before_sample = []
+
+    class RecordingOUNoise(ddpg.OUNoise):
+        def sample(self):
+            states_before_sample.append(self.state.copy())
+            return super().sample()
+
+    monkeypatch.setattr(ddpg, "OUNoise", RecordingOUNoise)
+    # one env, noise from step 1: steps 1-200 are episode 1, step 201 only resets the env (its
+    # action is discarded), steps 202-401 are episode 2, step 402 resets again, 403 starts episode 3
+    ddpg.main(ddpg.Args(total_timesteps=405, learning_starts=0, batch_size=8, exploration_noise=0.5))
+    assert len(states_before_sample) == 405
+    for first_real_step in (1, 202, 403):
+        np.testing.assert_array_equal(states_before_sample[first_real_step - 1], 0.0)
+    # everywhere else the process carries on from its last value
+    for step in (2, 200, 201, 203, 402):
+        assert (states_before_sample[step - 1] != 0.0).all()
+
+
 @pytest.mark.learning
 def test_learns_pendulum(in_tmp_dir, capsys):
     result = ddpg.main(ddpg.Args(env_id="Pendulum-v1", seed=1, total_timesteps=8000))
