@@ -30,6 +30,7 @@ import queue
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -448,6 +449,28 @@ def describe_failure(processes: list[mp.Process], reports: list, first_dead: int
     return None
 
 
+class CtrlC:
+    """Ctrl-C as a request to stop: the first one only sets `pressed`, and the training loop stops
+    where it next checks, with no TensorBoard write or optimizer step half done (a KeyboardInterrupt
+    raised inside a write can queue an event without waking the writer's thread, and closing the
+    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once.
+    Signal handlers can only be set from the main thread; elsewhere this does nothing."""
+
+    def __init__(self):
+        self.pressed = False
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.signal(signal.SIGINT, self.press)
+
+    def press(self, signum, frame) -> None:
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def restore(self) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+
+
 def main(args: Args) -> dict:
     args = check_args(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -495,6 +518,7 @@ def main(args: Args) -> dict:
             writer.add_scalar("charts/learning_rate", lr, step)
 
     start_time, next_progress, last_printed = None, args.total_timesteps / 20, -1
+    ctrl_c = CtrlC()
     try:
         for worker_id in range(args.num_workers):
             worker_args = (worker_id, args, run_name, global_agent, optimizer, global_step, start_event)
@@ -504,6 +528,8 @@ def main(args: Args) -> dict:
         print(f"started {args.num_workers} worker(s): pids " + " ".join(str(p.pid) for p in processes), flush=True)
         num_ready = 0
         while True:
+            if ctrl_c.pressed:
+                raise KeyboardInterrupt  # handled below, at a point where nothing is half done
             try:
                 kind, worker_id, payload = messages.get(timeout=0.1)
             except queue.Empty:
@@ -545,6 +571,7 @@ def main(args: Args) -> dict:
         print(f"interrupted at global_step={global_step.get_obj().value}; stopping the workers", file=sys.stderr)
         exit_code = 130
     finally:
+        ctrl_c.restore()  # Ctrl-C is back to its usual meaning
         for kind, worker_id, payload in stop_workers(processes, stop_event, messages):
             worker_reports.append((kind, worker_id, payload))
             record(kind, payload)

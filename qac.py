@@ -27,7 +27,9 @@ import dataclasses
 import importlib.util
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -224,6 +226,28 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
     return returns
 
 
+class CtrlC:
+    """Ctrl-C as a request to stop: the first one only sets `pressed`, and the training loop stops
+    where it next checks, with no TensorBoard write or optimizer step half done (a KeyboardInterrupt
+    raised inside a write can queue an event without waking the writer's thread, and closing the
+    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once.
+    Signal handlers can only be set from the main thread; elsewhere this does nothing."""
+
+    def __init__(self):
+        self.pressed = False
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.signal(signal.SIGINT, self.press)
+
+    def press(self, signum, frame) -> None:
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def restore(self) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+
+
 def main(args: Args) -> dict:
     check_args(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -262,8 +286,11 @@ def main(args: Args) -> dict:
     obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
     resetting = np.zeros(args.num_envs, dtype=bool)  # NEXT_STEP: this step of env i only resets it
     exit_code = 0
+    ctrl_c = CtrlC()
     try:
         while global_step < args.total_timesteps:
+            if ctrl_c.pressed:
+                raise KeyboardInterrupt  # handled below, at a point where nothing is half done
             obs_t = as_tensor(obs)
             dist = actor.distribution(obs_t)
             action = dist.sample()
@@ -340,6 +367,7 @@ def main(args: Args) -> dict:
         print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
         exit_code = 1
     finally:
+        ctrl_c.restore()  # Ctrl-C is back to its usual meaning
         if args.save_model and exit_code != 1:
             save_model(model_path, actor, critic, args)
             print(f"model saved to {model_path}")
