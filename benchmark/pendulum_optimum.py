@@ -50,6 +50,11 @@ def start_states(seed: int, num_episodes: int) -> np.ndarray:
     return np.array(states)
 
 
+def angle_normalize(theta: torch.Tensor) -> torch.Tensor:
+    """Wrap an angle into [-pi, pi), as Pendulum-v1 does before it prices it."""
+    return torch.remainder(theta + np.pi, 2 * np.pi) - np.pi
+
+
 class PendulumModel:
     """Pendulum-v1's step written on tensors, constants read from the env itself."""
 
@@ -60,8 +65,7 @@ class PendulumModel:
         env.close()
 
     def step(self, theta, theta_dot, torque):
-        normalized = torch.remainder(theta + np.pi, 2 * np.pi) - np.pi
-        reward = -(normalized**2 + 0.1 * theta_dot**2 + 0.001 * torque**2)
+        reward = -(angle_normalize(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * torque**2)
         accel = 3 * self.g / (2 * self.l) * torch.sin(theta) + 3.0 / (self.m * self.l**2) * torque
         new_theta_dot = torch.clamp(theta_dot + accel * self.dt, -self.max_speed, self.max_speed)
         return theta + new_theta_dot * self.dt, new_theta_dot, reward
@@ -84,8 +88,7 @@ class GridValue:
 
     def lookup(self, table: torch.Tensor, theta: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
         """Bilinear interpolation of table at (theta, speed); theta wraps around."""
-        theta = torch.remainder(theta + np.pi, 2 * np.pi) - np.pi
-        x = (theta + np.pi) / (2 * np.pi) * (self.thetas - 1)
+        x = (angle_normalize(theta) + np.pi) / (2 * np.pi) * (self.thetas - 1)
         y = (speed + self.model.max_speed) / (2 * self.model.max_speed) * (self.speeds - 1)
         x0 = x.floor().clamp(0, self.thetas - 2).long()
         y0 = y.floor().clamp(0, self.speeds - 2).long()
