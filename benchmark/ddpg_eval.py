@@ -63,8 +63,9 @@ def main() -> None:
         env.reset(seed=EVAL_SEED + episode)  # as ddpg.evaluate resets its env
         starts.append(env.unwrapped.state.copy())
     env.close()
-    value = GridValue(PendulumModel(), gym.spec("Pendulum-v1").max_episode_steps, *options.grid)
-    optimum = float(np.mean([value.play(start, gym.spec("Pendulum-v1").max_episode_steps) for start in starts]))
+    episode_steps = gym.spec("Pendulum-v1").max_episode_steps
+    value = GridValue(PendulumModel(), episode_steps, *options.grid)
+    optimum = float(np.mean([value.play(start, episode_steps) for start in starts]))
 
     n = options.eval_episodes
     lines = [
@@ -75,13 +76,11 @@ def main() -> None:
         f"| seed | training, last-10 mean | evaluated, mean ± std over {n} starts | short of near-optimal by |",
         "|---|---|---|---|",
     ]
-    for seed, (training, eval_returns) in zip(options.seeds, runs, strict=True):
-        evaluated = float(np.mean(eval_returns))
-        lines.append(
-            f"| {seed} | {training:.1f} | {evaluated:.1f} ± {np.std(eval_returns):.1f} | {optimum - evaluated:.1f} |"
-        )
-    evaluated = [float(np.mean(eval_returns)) for _, eval_returns in runs]
     trained = [training for training, _ in runs]
+    evaluated = [float(np.mean(eval_returns)) for _, eval_returns in runs]
+    spreads = [float(np.std(eval_returns)) for _, eval_returns in runs]
+    for seed, training, mean, spread in zip(options.seeds, trained, evaluated, spreads, strict=True):
+        lines.append(f"| {seed} | {training:.1f} | {mean:.1f} ± {spread:.1f} | {optimum - mean:.1f} |")
     lines.append(
         f"| mean | {np.mean(trained):.1f} | {np.mean(evaluated):.1f} (seeds: ± {np.std(evaluated):.1f}) "
         f"| {optimum - np.mean(evaluated):.1f} |"
