@@ -17,6 +17,7 @@ Writes benchmark/results/ddpg_eval.md and the README block between the benchmark
 import argparse
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,9 +39,9 @@ EVAL_SEED = 10_000  # episode i of the evaluation starts from reset(seed=EVAL_SE
 
 def train_and_evaluate(seed: int, eval_episodes: int) -> tuple[float, list[float]]:
     """Train with default flags; return the last-10 training mean and the saved actor's eval returns."""
-    result = run_one("ddpg", "Pendulum-v1", seed, ["--save-model"])
-    # run_one works in benchmark/work/ddpg_Pendulum-v1_{seed}_{this process id}_{time}/
-    [model_path] = WORK.glob(f"ddpg_Pendulum-v1_{seed}_{os.getpid()}_*/runs/*/ddpg.pt")
+    workdir = WORK / f"ddpg_eval_{seed}_{os.getpid()}_{time.time_ns()}"
+    result = run_one("ddpg", "Pendulum-v1", seed, ["--save-model"], cwd=workdir)
+    [model_path] = workdir.glob("runs/*/ddpg.pt")
     eval_returns = ddpg.evaluate(str(model_path), eval_episodes, EVAL_SEED, torch.device("cpu"))
     return final_return(result["curve"], 10), eval_returns
 

@@ -40,9 +40,12 @@ def final_return(curve: list, window: int) -> float:
     return float(np.mean([v for _, v in curve[-window:]])) if curve else float("nan")
 
 
-def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> dict:
-    """Run one training command; return its figures. Peak memory is the child's max RSS."""
-    cwd = WORK / f"{script}_{env_id}_{seed}_{os.getpid()}_{time.time_ns()}"
+def run_one(script: str, env_id: str, seed: int, extra: list[str], cwd: Path | None = None) -> dict:
+    """Run one training command in cwd (a new folder under WORK by default); return its figures.
+
+    Peak memory is the child's max RSS. The run's files land in cwd/runs/<run name>/.
+    """
+    cwd = cwd or WORK / f"{script}_{env_id}_{seed}_{os.getpid()}_{time.time_ns()}"
     cwd.mkdir(parents=True)
     command = [sys.executable, str(ROOT / f"{script}.py"), "--env-id", env_id, "--seed", str(seed), *extra]
     log_path = cwd / "output.log"
