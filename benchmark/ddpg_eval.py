@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmark"))
 sys.path.insert(0, str(ROOT))
 from interleaved import publish  # noqa: E402
-from pendulum_optimum import GridValue, PendulumModel  # noqa: E402
+from pendulum_optimum import GridValue, PendulumModel, start_states  # noqa: E402
 from run import WORK, final_return, run_one  # noqa: E402
 
 import ddpg  # noqa: E402
@@ -58,12 +58,7 @@ def main() -> None:
         runs = list(pool.map(lambda seed: train_and_evaluate(seed, options.eval_episodes), options.seeds))
 
     torch.set_num_threads(2)
-    env = gym.make("Pendulum-v1")
-    starts = []
-    for episode in range(options.eval_episodes):
-        env.reset(seed=EVAL_SEED + episode)  # as ddpg.evaluate resets its env
-        starts.append(env.unwrapped.state.copy())
-    env.close()
+    starts = start_states(EVAL_SEED, options.eval_episodes, seed_every_episode=True)  # as ddpg.evaluate resets
     episode_steps = gym.spec("Pendulum-v1").max_episode_steps
     value = GridValue(PendulumModel(), episode_steps, *options.grid)
     optimum = float(np.mean([value.play(start, episode_steps) for start in starts]))

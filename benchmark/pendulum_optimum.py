@@ -39,12 +39,19 @@ from interleaved import publish  # noqa: E402
 from run import RESULTS  # noqa: E402
 
 
-def start_states(seed: int, num_episodes: int) -> np.ndarray:
-    """The (theta, theta_dot) each episode of a one-env run seeded with `seed` starts from."""
+def start_states(seed: int, num_episodes: int, seed_every_episode: bool = False) -> np.ndarray:
+    """The (theta, theta_dot) each episode of a one-env run seeded with `seed` starts from.
+
+    A training run seeds its first reset only; an evaluation (`seed_every_episode`) resets
+    episode i with seed + i, as each script's `evaluate` does.
+    """
     env = gym.make("Pendulum-v1")
     states = []
     for episode in range(num_episodes):
-        env.reset(seed=seed if episode == 0 else None)
+        if seed_every_episode:
+            env.reset(seed=seed + episode)
+        else:
+            env.reset(seed=seed if episode == 0 else None)
         states.append(env.unwrapped.state.copy())
     env.close()
     return np.array(states)
