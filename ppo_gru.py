@@ -67,8 +67,9 @@ class Args:
     supported for the envs listed in VELOCITY_INDICES"""
     total_timesteps: int = 150_000
     """total env steps of the run"""
-    learning_rate: float = 1e-3
-    """Adam learning rate"""
+    learning_rate: float | None = None
+    """Adam learning rate [None: 1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3], so
+    short runs take large steps and long runs small ones: 8.2e-4 at the default 150k, 3.2e-4 at 1M]"""
     hidden_size: int = 64
     """size of the encoder and of the GRU's hidden state"""
     num_envs: int | None = None
@@ -80,7 +81,7 @@ class Args:
     anneal_lr: bool = True
     """if toggled, the learning rate decays linearly to 0 over the run"""
     gamma: float | None = None
-    """discount factor [None: 0.98 for Discrete, 0.95 for Box actions]"""
+    """discount factor [None: 0.98 for Discrete, 0.99 for Box actions]"""
     gae_lambda: float | None = None
     """GAE lambda [None: 0.8 for Discrete, 0.95 for Box actions]"""
     num_minibatches: int | None = None
@@ -108,6 +109,9 @@ class Args:
     6 seeds end at 500, where without it 3 of 5 ended at or above 475]"""
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return [None: off for Discrete, on for Box]"""
+    init_action_std: float = 0.5
+    """Box actions: the initial std of the Gaussian policy, as a fraction of each action dimension's
+    half-range (high - low) / 2 (of 1 where a bound is infinite); as in ppo.py"""
 
 
 # Defaults that depend on the action-space kind; a flag given on the command line always wins.
@@ -115,7 +119,7 @@ class Args:
 KIND_DEFAULTS = {
     "discrete": dict(num_envs=16, num_steps=16, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=12,
                      norm_obs=True, norm_reward=False),
-    "continuous": dict(num_envs=8, num_steps=128, gamma=0.95, gae_lambda=0.95, num_minibatches=4, update_epochs=10,
+    "continuous": dict(num_envs=8, num_steps=128, gamma=0.99, gae_lambda=0.95, num_minibatches=4, update_epochs=10,
                        norm_obs=True, norm_reward=True),
 }
 # fmt: on
@@ -136,8 +140,15 @@ def usage_error(message: str) -> None:
     sys.exit(2)
 
 
+def default_learning_rate(total_timesteps: int) -> float:
+    """1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3]: a short run needs large steps to
+    learn at all, a long one makes many more updates and stays stable only with smaller ones (the
+    rule ppo.py's benchmark chose, from Pendulum at 100k steps to MuJoCo at 1M)."""
+    return min(1e-3, max(3e-4, 1e-3 * (100_000 / total_timesteps) ** 0.5))
+
+
 def check_args(args: Args) -> None:
-    """Reject impossible values (None means 'use the action-space default')."""
+    """Reject impossible values (None means 'use the default rule')."""
     positive_ints = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_episodes"]
     positive = positive_ints + ["hidden_size", "learning_rate", "clip_coef", "max_grad_norm", "target_kl"]
     for name in positive:
@@ -183,6 +194,8 @@ def resolve_defaults(args: Args) -> Args:
             "ppo_gru.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
         )
     missing = {k: v for k, v in KIND_DEFAULTS[kind].items() if getattr(args, k) is None}
+    if args.learning_rate is None:
+        missing["learning_rate"] = default_learning_rate(args.total_timesteps)
     args = dataclasses.replace(args, **missing)
     if args.num_envs % args.num_minibatches:
         usage_error(
@@ -257,10 +270,11 @@ class RecurrentAgent(nn.Module):
     """encoder (Linear + tanh) -> GRU -> actor head and critic head (Linear-tanh-Linear each).
 
     Discrete: the actor head outputs Categorical logits. Box: it outputs the mean of a diagonal
-    Normal whose log-std is a learned, state-independent parameter.
+    Normal whose log-std is a learned, state-independent parameter, initialised to
+    log(init_action_std * half-range) per action dimension.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_size: int = 64):
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_size: int = 64, init_action_std: float = 0.5):
         super().__init__()
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
@@ -282,7 +296,9 @@ class RecurrentAgent(nn.Module):
         # A small last layer makes the initial policy near-uniform / near-zero mean.
         self.actor = head(action_dim, out_std=0.01)
         if not self.is_discrete:
-            self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+            half_range = (action_space.high - action_space.low) / 2
+            half_range = np.where(np.isfinite(half_range), half_range, 1.0).reshape(1, action_dim)
+            self.actor_logstd = nn.Parameter(torch.as_tensor(np.log(init_action_std * half_range), dtype=torch.float32))
 
     def initial_state(self, num_envs: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(1, num_envs, self.hidden_size, device=device)
@@ -694,7 +710,9 @@ def main(args: Args) -> dict:
     )
     envs = make_vector_env(args, run_name)
     envs.action_space.seed(args.seed)
-    agent = RecurrentAgent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_size)
+    agent = RecurrentAgent(
+        envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_size, args.init_action_std
+    )
     agent.to(device)
     # fused: one kernel for all parameters (cheaper per step than the per-tensor loop)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)

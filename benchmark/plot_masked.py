@@ -7,7 +7,9 @@
 
 Reads the runs labelled "masked" from benchmark/results/ppo.json and ppo_gru.json (written by
 the two commands above) and draws, per env, each seed faintly and each script's mean over seeds
-(10-episode rolling means) into benchmark/results/masked_ENV.png.
+(10-episode rolling means) into benchmark/results/masked_ENV.png. Where ppo.json also holds
+default-flag runs of that env at the masked runs' budget (e.g. the LunarLander-v3 1M runs of
+`run.py ppo --suite discrete`), they are drawn too, in grey: the same task with the velocities visible.
 """
 
 import json
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS  # noqa: E402
+from run import RESULTS, budget_of  # noqa: E402
 
 WINDOW = 10
 
@@ -36,13 +38,20 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = []
+    runs, visible = [], []
     for script in ["ppo", "ppo_gru"]:
-        runs += [r for r in json.loads((RESULTS / f"{script}.json").read_text()) if r.get("label") == "masked"]
+        stored = json.loads((RESULTS / f"{script}.json").read_text())
+        runs += [r for r in stored if r.get("label") == "masked"]
+        if script == "ppo":
+            visible = [dict(r, script="ppo (velocities visible)") for r in stored if r.get("label", "") == ""]
     for env_id in sorted({r["env_id"] for r in runs}):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for script, color in [("ppo", "tab:red"), ("ppo_gru", "tab:blue")]:
-            mine = [r for r in runs if r["script"] == script and r["env_id"] == env_id and r["curve"]]
+        budgets = {budget_of(r) for r in runs if r["env_id"] == env_id} - {None}  # explicit budgets only
+        runs_here = runs + [r for r in visible if r["env_id"] == env_id and budget_of(r) in budgets]
+        sides = [("ppo", "tab:red", "ppo.py"), ("ppo_gru", "tab:blue", "ppo_gru.py")]
+        sides.append(("ppo (velocities visible)", "tab:gray", "ppo.py, velocities visible"))
+        for script, color, name in sides:
+            mine = [r for r in runs_here if r["script"] == script and r["env_id"] == env_id and r["curve"]]
             if not mine:
                 continue
             grid = np.linspace(0, max(r["total_steps"] for r in mine), 100)
@@ -53,7 +62,13 @@ def main() -> None:
                 smoothed.append(np.interp(grid, steps, values, left=np.nan))
             with warnings.catch_warnings():  # grid points before a seed's first episode are NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
-                ax.plot(grid, np.nanmean(smoothed, axis=0), color=color, linewidth=2, label=f"{script}.py (mean)")
+                ax.plot(
+                    grid,
+                    np.nanmean(smoothed, axis=0),
+                    color=color,
+                    linewidth=2,
+                    label=f"{name} (mean)",
+                )
         ax.set_title(f"{env_id} with --mask-velocity: MLP vs GRU policy")
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"episodic return ({WINDOW}-episode mean)")

@@ -2,22 +2,32 @@
 
     python benchmark/run.py ppo --env-ids CartPole-v1 Pendulum-v1 --seeds 1 2 3
     python benchmark/run.py ppo --env-ids CartPole-v1 --seeds 1 2 3 --label masked -- --mask-velocity
+    python benchmark/run.py ppo --suite discrete box --seeds 1 2 3 --jobs 2
 
 Each run is `python SCRIPT.py --env-id ENV --seed SEED [extra flags]` in benchmark/work/, one at a
-time by default so steps/sec is not distorted by a neighbour. The TensorBoard scalars are read
-back, and benchmark/results/ gets SCRIPT.json (every run, merged with earlier results),
-SCRIPT.md (the table, also written into README.md between the benchmark:SCRIPT markers) and
-SCRIPT_ENV[_LABEL].png (learning curves).
+time by default so steps/sec is not distorted by a neighbour (`--jobs 2` runs two at once; the
+table says so). A suite (SUITES below) is a list of envs, each with its own budget, target and
+published anchors. The TensorBoard scalars are read back, and benchmark/results/ gets
+SCRIPT.json (every run, merged with earlier results), SCRIPT.md (the table, also written into
+README.md between the benchmark:SCRIPT markers), SCRIPT_suites.md for suites (block
+benchmark:SCRIPT_suites) and SCRIPT_ENV[_LABEL][_BUDGET].png (learning curves).
+
+Resumable: each finished run is saved to SCRIPT.json at once, and a (env, seed, label, budget)
+already there is not run again unless `--rerun` is given, so a stopped benchmark loses at most
+the runs in flight.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +35,51 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmark" / "results"
 WORK = ROOT / "benchmark" / "work"
+
+
+@dataclass
+class SuiteEnv:
+    """One env of a suite: the budget every run gets (None: the script's default), the target
+    the issue set, and published figures to show beside ours (each with its source)."""
+
+    env_id: str
+    budget: int | None
+    target: str
+    anchors: list[str] = field(default_factory=list)
+
+
+CLEANRL_PPO = "[CleanRL ppo](https://docs.cleanrl.dev/rl-algorithms/ppo/)"
+RL_ZOO = "[RL Zoo](https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md)"
+# The standard suites per script: SUITES[script][suite name] -> envs.
+SUITES = {
+    "ppo": {
+        "discrete": [
+            SuiteEnv("CartPole-v1", 500_000, ">= 490", [f"{CLEANRL_PPO} 490 ± 6"]),
+            SuiteEnv("LunarLander-v3", 1_000_000, ">= 200", [f"{RL_ZOO} PPO 242 ± 32 (v2, 1M, evaluated)"]),
+        ],
+        "box": [
+            SuiteEnv("Pendulum-v1", None, ">= -200", [f"{RL_ZOO} PPO -172 ± 104 (gSDE, evaluated)"]),
+            SuiteEnv(
+                "HalfCheetah-v5",
+                1_000_000,
+                ">= 2500",
+                [
+                    f"{CLEANRL_PPO} 1443 ± 46 (v4)",
+                    "[ikostrikov](https://github.com/ikostrikov/pytorch-a2c-ppo-acktr-gail) 3115",
+                ],
+            ),
+            SuiteEnv("Hopper-v5", 1_000_000, ">= 2300", [f"{CLEANRL_PPO} 2383 ± 272 (v4)", f"{RL_ZOO} PPO 2410"]),
+            SuiteEnv("InvertedPendulum-v5", 1_000_000, ">= 990", [f"{CLEANRL_PPO} 963 ± 22 (v4)"]),
+        ],
+        # Envs no target names, run with the same defaults: do they carry over?
+        "held-out": [
+            SuiteEnv("Acrobot-v1", 500_000, "-"),
+            SuiteEnv("BipedalWalker-v3", 1_000_000, "-"),
+            SuiteEnv("Walker2d-v5", 1_000_000, "-"),
+            SuiteEnv("InvertedDoublePendulum-v5", 1_000_000, "-"),
+        ],
+    },
+}
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -85,24 +140,82 @@ def update_readme(key: str, text: str) -> None:
         readme.write_text(before + start + "\n" + text + rest[rest.index(end) :])
 
 
+def budget_of(result: dict) -> int | None:
+    """The --total-timesteps a run was given (None: the script's default); older results only
+    kept it in their command line."""
+    if "budget" in result:
+        return result["budget"]
+    words = result["command"].split()
+    return int(words[words.index("--total-timesteps") + 1]) if "--total-timesteps" in words else None
+
+
+def run_key(result: dict) -> tuple:
+    return (result["env_id"], result["seed"], result.get("label", ""), budget_of(result))
+
+
+def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs grouped by (env, label, budget), seeds sorted."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        groups.setdefault((r["env_id"], r.get("label", ""), budget_of(r)), []).append(r)
+    return groups
+
+
+def short_budget(budget: int | None) -> str:
+    if budget is None:
+        return "default"
+    return f"{budget // 1_000_000}M" if budget % 1_000_000 == 0 else f"{budget // 1000}k"
+
+
 def format_table(results: list[dict], window: int) -> str:
     rows = [
         f"| env | label | seeds | steps | final return (last {window}, mean ± std over seeds) | steps/sec "
         "| wall time (s) | peak memory (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in results:
-        groups.setdefault((r["env_id"], r.get("label", "")), []).append(r)
-    for (env_id, label), runs in sorted(groups.items()):
+    for (env_id, label, _budget), runs in sorted(group_runs(results).items(), key=lambda item: str(item[0])):
         finals = [r["final_return"] for r in runs]
-        seeds = ", ".join(str(seed) for seed in sorted(r["seed"] for r in runs))
+        seeds = ", ".join(str(r["seed"]) for r in runs)
         rows.append(
             f"| {env_id} | {label or 'default'} | {seeds} "
             f"| {runs[0]['total_steps']:,} | {np.mean(finals):.1f} ± {np.std(finals):.1f} "
-            f"| {np.mean([r['sps'] for r in runs]):,.0f} | {np.mean([r['wall_s'] for r in runs]):.0f} "
+            f"| {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} "
             f"| {np.mean([r['peak_rss_mb'] for r in runs]):.0f} |"
         )
+    if any(r.get("jobs", 1) > 1 for r in results):
+        rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
+    return "\n".join(rows) + "\n"
+
+
+def jobs_mark(runs: list[dict]) -> str:
+    return "\\*" if any(r.get("jobs", 1) > 1 for r in runs) else ""
+
+
+def format_suite_table(script: str, results: list[dict], window: int) -> str:
+    """Per suite env: our per-seed figures, their mean, the target and the published anchors."""
+    rows = [
+        f"| suite | env | budget | label | {script}.py per seed (last {window}) | mean ± std | target | anchors "
+        "| steps/sec | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = group_runs(results)
+    for suite, entries in SUITES.get(script, {}).items():
+        for entry in entries:
+            matching = [
+                (key, runs) for key, runs in groups.items() if key[0] == entry.env_id and key[2] == entry.budget
+            ]
+            anchors = "; ".join(entry.anchors) or "-"
+            for (_, label, _), runs in sorted(matching):
+                finals = [r["final_return"] for r in runs]
+                per_seed = ", ".join(f"{r['seed']}: {r['final_return']:.0f}" for r in runs)
+                rows.append(
+                    f"| {suite} | {entry.env_id} | {short_budget(entry.budget)} | {label or 'default'} | {per_seed} "
+                    f"| {np.mean(finals):.1f} ± {np.std(finals):.1f} | {entry.target} | {anchors} "
+                    f"| {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} "
+                    f"| {np.mean([r['wall_s'] for r in runs]):.0f} |"
+                )
+    if any(r.get("jobs", 1) > 1 for r in results):
+        rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
     return "\n".join(rows) + "\n"
 
 
@@ -140,13 +253,32 @@ def plot_curves(script: str, env_id: str, label: str, runs: list[dict], window: 
     plt.close(fig)
 
 
+def plot_path(script: str, env_id: str, label: str, budget: int | None) -> Path:
+    suffix = (f"_{label}" if label else "") + (f"_{short_budget(budget)}" if budget is not None else "")
+    return RESULTS / f"{script}_{env_id}{suffix}.png"
+
+
+def planned_runs(options: argparse.Namespace) -> list[tuple[str, int | None, int]]:
+    """(env id, budget, seed) for every run asked for: --env-ids with the budget in the extra
+    flags (if any), then each --suite env with its own budget."""
+    extra_budget = None
+    if "--total-timesteps" in options.extra:
+        extra_budget = int(options.extra[options.extra.index("--total-timesteps") + 1])
+    envs = [(env_id, extra_budget) for env_id in options.env_ids]
+    for suite in options.suite:
+        envs += [(entry.env_id, entry.budget) for entry in SUITES[options.script][suite]]
+    return [(env_id, budget, seed) for env_id, budget in envs for seed in options.seeds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", help="algorithm script name without .py, e.g. ppo")
     parser.add_argument("--env-ids", nargs="+", default=[])
+    parser.add_argument("--suite", nargs="+", default=[], help="suites from SUITES[script], e.g. discrete box")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--label", default="", help="names a variant (e.g. a flag set) in the table and plots")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (>1 distorts steps/sec)")
+    parser.add_argument("--rerun", action="store_true", help="run again what SCRIPT.json already holds")
     parser.add_argument(
         "--final-window",
         type=int,
@@ -163,43 +295,76 @@ def main() -> None:
     options.extra = extra
     if not (ROOT / f"{options.script}.py").exists():
         parser.error(f"no script {options.script}.py at {ROOT}")
+    unknown = [suite for suite in options.suite if suite not in SUITES.get(options.script, {})]
+    if unknown:
+        parser.error(f"unknown suite(s) {unknown} for {options.script}; known: {list(SUITES.get(options.script, {}))}")
+    if options.suite and "--total-timesteps" in extra:
+        parser.error("a suite sets each env's budget; do not pass --total-timesteps after --")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS / f"{options.script}.json"
-    previous = json.loads(json_path.read_text()) if json_path.exists() else []
+    results = json.loads(json_path.read_text()) if json_path.exists() else []
     # The window belongs to a script's results, so a later run without the flag keeps it.
-    stored_windows = {r["final_window"] for r in previous if "final_window" in r}
+    stored_windows = {r["final_window"] for r in results if "final_window" in r}
     if options.final_window is None:
         options.final_window = stored_windows.pop() if len(stored_windows) == 1 else 10
-    new_results = []
+
+    def save(new_result: dict | None = None) -> None:
+        """Merge with what is on disk now (another run.py of this script may have added runs), add
+        new_result, and write back, holding an exclusive lock on SCRIPT.json.lock meanwhile."""
+        with open(json_path.with_suffix(".json.lock"), "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            on_disk = json.loads(json_path.read_text()) if json_path.exists() else []
+            merged = {run_key(r): r for r in results + on_disk}
+            if new_result is not None:
+                merged[run_key(new_result)] = new_result
+            results[:] = list(merged.values())
+            for result in results:
+                result["final_return"] = final_return(result["curve"], options.final_window)
+                result["final_window"] = options.final_window
+            json_path.write_text(json.dumps(results, indent=1))
+
     if not options.table_only:
-        jobs = [(env_id, seed) for env_id in options.env_ids for seed in options.seeds]
+        done = {run_key(r) for r in results}
+        todo = [
+            (env_id, budget, seed)
+            for env_id, budget, seed in planned_runs(options)
+            if options.rerun or (env_id, seed, options.label, budget) not in done
+        ]
+        skipped = len(planned_runs(options)) - len(todo)
+        if skipped:
+            print(f"{skipped} run(s) already in {json_path.name}, not run again (--rerun to repeat them)")
+        lock = threading.Lock()
+
+        def run_and_save(env_id: str, budget: int | None, seed: int) -> None:
+            flags = options.extra + (["--total-timesteps", str(budget)] if options.suite and budget else [])
+            result = run_one(options.script, env_id, seed, flags)
+            result.update(label=options.label, jobs=options.jobs, budget=budget)
+            print(
+                f"{env_id} ({short_budget(budget)}) seed {seed}: last-{options.final_window} mean "
+                f"{final_return(result['curve'], options.final_window):.1f}, {result['sps']:,.0f} steps/s",
+                flush=True,
+            )
+            with lock:  # saved at once, so a stopped benchmark keeps every finished run
+                save(result)
+
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-            futures = [pool.submit(run_one, options.script, env_id, seed, options.extra) for env_id, seed in jobs]
-            for (env_id, seed), future in zip(jobs, futures, strict=True):
-                result = future.result()
-                result["label"] = options.label
-                result["jobs"] = options.jobs
-                print(
-                    f"{env_id} seed {seed}: last-{options.final_window} mean "
-                    f"{final_return(result['curve'], options.final_window):.1f}, {result['sps']:,.0f} steps/s"
-                )
-                new_results.append(result)
-    replaced = {(r["env_id"], r["seed"], r["label"]) for r in new_results}
-    results = [r for r in previous if (r["env_id"], r["seed"], r.get("label", "")) not in replaced] + new_results
-    for result in results:
-        result["final_return"] = final_return(result["curve"], options.final_window)
-        result["final_window"] = options.final_window
-    json_path.write_text(json.dumps(results, indent=1))
+            for future in [pool.submit(run_and_save, *job) for job in todo]:
+                future.result()
+    save()
     table = format_table(results, options.final_window)
     (RESULTS / f"{options.script}.md").write_text(table)
     update_readme(options.script, table)
     print(table)
-    for env_id, label in sorted({(r["env_id"], r.get("label", "")) for r in results}):
-        runs = [r for r in results if r["env_id"] == env_id and r.get("label", "") == label]
-        suffix = f"_{label}" if label else ""
-        path = RESULTS / f"{options.script}_{env_id}{suffix}.png"
-        plot_curves(options.script, env_id, label, runs, options.final_window, path)
+    if options.script in SUITES:
+        suite_table = format_suite_table(options.script, results, options.final_window)
+        (RESULTS / f"{options.script}_suites.md").write_text(suite_table)
+        update_readme(f"{options.script}_suites", suite_table)
+        print(suite_table)
+    for (env_id, label, budget), runs in group_runs(results).items():
+        plot_curves(
+            options.script, env_id, label, runs, options.final_window, plot_path(options.script, env_id, label, budget)
+        )
 
 
 if __name__ == "__main__":

@@ -204,9 +204,34 @@ def test_non_finite_loss_stops_the_update():
 
 def test_per_kind_defaults_are_filled_and_explicit_flags_win():
     discrete = ppo.resolve_defaults(ppo.Args(env_id="CartPole-v1"))
-    continuous = ppo.resolve_defaults(ppo.Args(env_id="Pendulum-v1", num_envs=2))
-    assert (discrete.gamma, discrete.norm_obs) == (0.98, False)
-    assert (continuous.gamma, continuous.norm_obs, continuous.num_envs) == (0.95, True, 2)
+    continuous = ppo.resolve_defaults(ppo.Args(env_id="Pendulum-v1", norm_reward=False))
+    assert (discrete.norm_obs, discrete.norm_reward) == (False, False)
+    assert (continuous.norm_obs, continuous.norm_reward) == (True, False)
+    # The rest is one set for both kinds.
+    for field in ["num_envs", "num_steps", "gamma", "gae_lambda", "num_minibatches", "update_epochs"]:
+        assert getattr(discrete, field) == getattr(continuous, field), field
+
+
+def test_learning_rate_rule_follows_the_budget_and_an_explicit_flag_wins():
+    rule = ppo.default_learning_rate
+    assert rule(10_000) == rule(100_000) == 1e-3
+    assert rule(400_000) == pytest.approx(5e-4)  # 1e-3 * sqrt(1/4)
+    assert rule(1_000_000) == pytest.approx(1e-3 / np.sqrt(10))
+    assert rule(10_000_000) == 3e-4
+    assert ppo.resolve_defaults(ppo.Args(total_timesteps=400_000)).learning_rate == pytest.approx(5e-4)
+    assert ppo.resolve_defaults(ppo.Args(total_timesteps=400_000, learning_rate=0.01)).learning_rate == 0.01
+
+
+def test_initial_action_std_is_a_fraction_of_each_half_range():
+    # Asymmetric and unbounded dimensions: half-ranges 2, 0.5 and (unbounded) 1.
+    low, high = np.array([-1.0, 0.0, -np.inf], np.float32), np.array([3.0, 1.0, np.inf], np.float32)
+    space = gym.spaces.Box(low, high, dtype=np.float32)
+    agent = ppo.Agent(4, space, init_action_std=0.5)
+    torch.testing.assert_close(agent.actor_logstd.exp(), torch.tensor([[1.0, 0.25, 0.5]]))
+    # The sampled actions really have that spread (the policy mean starts near 0).
+    with torch.no_grad():
+        actions = agent.act(torch.zeros(20_000, 4))
+    torch.testing.assert_close(actions.std(0), torch.tensor([1.0, 0.25, 0.5]), rtol=0.03, atol=0)
 
 
 def test_dead_env_worker_stops_the_run_naming_it(tmp_path):

@@ -1,7 +1,6 @@
 """ppo_gru.py: exact replay of the hidden state, episode-start masks, --mask-velocity, learning."""
 
 import dataclasses
-import importlib.util
 
 import gymnasium as gym
 import numpy as np
@@ -86,8 +85,6 @@ def test_hidden_state_is_zero_at_every_episode_start():
 @pytest.mark.parametrize("module", [ppo_gru, ppo], ids=["ppo_gru", "ppo"])
 @pytest.mark.parametrize("env_id", list(ppo_gru.VELOCITY_INDICES))
 def test_mask_velocity_hides_exactly_the_listed_indices(module, env_id):
-    if env_id.startswith("LunarLander") and importlib.util.find_spec("Box2D") is None:
-        pytest.skip("LunarLander needs Box2D")
     assert module.VELOCITY_INDICES == ppo_gru.VELOCITY_INDICES
     masked = module.MaskVelocity(gym.make(env_id), module.VELOCITY_INDICES[env_id])
     plain = gym.make(env_id)
