@@ -11,7 +11,8 @@ actor's mu(s) from the same N start states for every seed (`ddpg.evaluate`, rese
 EVAL_SEED .. EVAL_SEED + N - 1), and plays pendulum_optimum.py's near-optimal controller from
 those starts too, so each seed's evaluation comes with the best return those starts allow.
 
-Writes benchmark/results/ddpg_eval.md and the README block between the benchmark:ddpg_eval markers.
+Writes benchmark/results/ddpg_eval.md and the block between the benchmark:ddpg_eval markers in
+benchmark/ddpg_pendulum.md.
 """
 
 import argparse

@@ -20,8 +20,8 @@ With gymnasium's NEXT_STEP autoreset the step after an episode end only resets t
 counts as a step of the run, so an episode costs 201 steps after the first: 20,000 steps hold
 99 complete episodes and the final window is episodes 90-99.
 
-Writes benchmark/results/pendulum_optimum.md and the README block between the
-benchmark:pendulum_optimum markers; ddpg.py's per-seed figures come from
+Writes benchmark/results/pendulum_optimum.md and the block between the
+benchmark:pendulum_optimum markers in benchmark/ddpg_pendulum.md; ddpg.py's per-seed figures come from
 benchmark/results/ddpg.json (default flags, no label) where it has that seed.
 """
 

@@ -131,13 +131,14 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str], cwd: Path | N
 
 
 def update_readme(key: str, text: str) -> None:
-    """Replace the README block between <!-- benchmark:KEY:start --> and <!-- benchmark:KEY:end -->."""
-    readme = ROOT / "README.md"
-    content = readme.read_text()
+    """Replace the block between <!-- benchmark:KEY:start --> and <!-- benchmark:KEY:end --> in
+    README.md or in the benchmark pages (benchmark/*.md), wherever it is."""
     start, end = f"<!-- benchmark:{key}:start -->", f"<!-- benchmark:{key}:end -->"
-    if start in content and end in content:
-        before, rest = content.split(start, 1)
-        readme.write_text(before + start + "\n" + text + rest[rest.index(end) :])
+    for page in [ROOT / "README.md", *sorted((ROOT / "benchmark").glob("*.md"))]:
+        content = page.read_text()
+        if start in content and end in content:
+            before, rest = content.split(start, 1)
+            page.write_text(before + start + "\n" + text + rest[rest.index(end) :])
 
 
 def budget_of(result: dict) -> int | None:

@@ -1,0 +1,91 @@
+"""benchmark/run.py's bookkeeping: suites with their budgets, resuming, and merging saved runs.
+
+The runs themselves are faked (run_one is replaced), so nothing trains here.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmark"))
+import run  # noqa: E402
+
+
+@pytest.fixture
+def bench(tmp_path, monkeypatch):
+    """run.main() writing into tmp_path, with a fake run_one that records what it was asked to run."""
+    calls = []
+
+    def fake_run_one(script, env_id, seed, extra, cwd=None):
+        calls.append((env_id, seed, tuple(extra)))
+        budget = int(extra[extra.index("--total-timesteps") + 1]) if "--total-timesteps" in extra else 1000
+        curve = [(step, float(seed)) for step in range(0, budget, budget // 20)]
+        command = " ".join([f"{script}.py", "--env-id", env_id, "--seed", str(seed), *extra])
+        return dict(script=script, env_id=env_id, seed=seed, command=command, total_steps=budget, sps=100.0,
+                    wall_s=1.0, peak_rss_mb=1.0, curve=curve)  # fmt: skip
+
+    (tmp_path / "README.md").write_text("<!-- benchmark:ppo:start -->\n<!-- benchmark:ppo:end -->\n")
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    monkeypatch.setattr(run, "plot_curves", lambda *args, **kwargs: None)
+    (tmp_path / "ppo.py").write_text("")  # run.py checks that the script exists
+
+    def main(*argv):
+        monkeypatch.setattr(sys, "argv", ["run.py", "ppo", *argv])
+        run.main()
+        return json.loads((tmp_path / "results" / "ppo.json").read_text())
+
+    main.calls = calls
+    main.tmp_path = tmp_path
+    return main
+
+
+def test_a_suite_runs_each_env_at_its_own_budget(bench):
+    results = bench("--suite", "discrete", "--seeds", "1", "2")
+    expected = {(entry.env_id, entry.budget) for entry in run.SUITES["ppo"]["discrete"]}
+    assert {(env_id, int(extra[-1])) for env_id, _, extra in bench.calls} == expected
+    assert len(bench.calls) == len(expected) * 2
+    assert {(r["env_id"], r["budget"]) for r in results} == expected
+    suite_table = (bench.tmp_path / "results" / "ppo_suites.md").read_text()
+    for entry in run.SUITES["ppo"]["discrete"]:
+        assert entry.env_id in suite_table and entry.target in suite_table
+
+
+def test_a_finished_run_is_not_run_again_unless_asked(bench):
+    bench("--env-ids", "CartPole-v1", "--seeds", "1", "2")
+    assert len(bench.calls) == 2
+    results = bench("--env-ids", "CartPole-v1", "--seeds", "1", "2", "3")
+    assert [seed for _, seed, _ in bench.calls[2:]] == [3], "seeds 1 and 2 were already saved"
+    assert sorted(r["seed"] for r in results) == [1, 2, 3]
+    # Another label or another budget is another run.
+    bench("--env-ids", "CartPole-v1", "--seeds", "1", "--label", "other")
+    bench("--env-ids", "CartPole-v1", "--seeds", "1", "--", "--total-timesteps", "2000")
+    assert len(bench.calls) == 5
+    results = bench("--env-ids", "CartPole-v1", "--seeds", "1", "--rerun")
+    assert len(bench.calls) == 6
+    assert len(results) == 5, "a rerun replaces the saved run instead of adding a second one"
+
+
+def test_runs_saved_by_another_process_meanwhile_are_kept(bench, monkeypatch):
+    bench("--env-ids", "CartPole-v1", "--seeds", "1")
+    json_path = bench.tmp_path / "results" / "ppo.json"
+    original = run.run_one
+
+    def run_one_while_another_process_saves(script, env_id, seed, extra, cwd=None):
+        # A second run.py of the same script finishes a run while this one is training.
+        others = json.loads(json_path.read_text())
+        json_path.write_text(json.dumps(others + [dict(others[0], env_id="Acrobot-v1")]))
+        return original(script, env_id, seed, extra, cwd)
+
+    monkeypatch.setattr(run, "run_one", run_one_while_another_process_saves)
+    results = bench("--env-ids", "Pendulum-v1", "--seeds", "1")
+    assert sorted(r["env_id"] for r in results) == ["Acrobot-v1", "CartPole-v1", "Pendulum-v1"]
+
+
+def test_older_results_without_a_budget_read_it_from_their_command():
+    assert run.budget_of({"command": "ppo.py --env-id X --seed 1 --total-timesteps 150000"}) == 150_000
+    assert run.budget_of({"command": "ppo.py --env-id X --seed 1"}) is None
+    assert run.short_budget(1_000_000) == "1M" and run.short_budget(500_000) == "500k"
