@@ -20,6 +20,11 @@ policy is evaluated every `eval_frequency` steps on a separate test env.
 
     python a2c.py                          # CartPole-v1
     python a2c.py --env-id InvertedPendulum-v5 --save-model
+    torchrun --standalone --nproc-per-node 2 a2c.py
+
+Under torchrun every rank steps its own `num_envs` envs and the ranks average their gradients
+before every RMSprop step: the synchronous update of all ranks' envs, as if one process held
+them all, so `--total-timesteps` counts the env steps of all ranks.
 """
 
 import dataclasses
@@ -32,10 +37,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist  # already loaded by `import torch`: nothing new for a plain run
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -96,6 +103,8 @@ class Args:
     """normalize observations with running statistics [None: off for Discrete, on for Box actions]"""
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return [None: off for Discrete, on for Box]"""
+    collective_timeout: float = 120.0
+    """under torchrun: seconds a rank waits for the others in a collective before it stops with an error"""
 
 
 def usage_error(message: str) -> None:
@@ -370,23 +379,37 @@ def a2c_loss(
 
 
 class EpisodeLog:
-    """Finished-episode statistics from RecordEpisodeStatistics, to TensorBoard and a window."""
+    """Finished-episode statistics from RecordEpisodeStatistics, to TensorBoard and a window.
 
-    def __init__(self, writer: SummaryWriter | None, window: int = 10):
+    With defer (under torchrun), record() only collects (step, return, length) in `pending`;
+    main gathers every rank's pending episodes and passes them all to add()."""
+
+    def __init__(self, writer: SummaryWriter | None, window: int = 10, defer: bool = False):
         self.writer = writer
         self.recent_returns = deque(maxlen=window)
         self.all_returns: list[float] = []
+        self.defer = defer
+        self.pending: list[tuple[int, float, int]] = []
 
     def record(self, infos: dict, global_step: int) -> None:
         if "episode" not in infos:
             return
-        for i in np.flatnonzero(infos["_episode"]):
-            episodic_return = float(infos["episode"]["r"][i])
+        episodes = [
+            (global_step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i]))
+            for i in np.flatnonzero(infos["_episode"])
+        ]
+        if self.defer:
+            self.pending += episodes
+        else:
+            self.add(episodes)
+
+    def add(self, episodes: list[tuple[int, float, int]]) -> None:
+        for global_step, episodic_return, length in episodes:
             self.recent_returns.append(episodic_return)
             self.all_returns.append(episodic_return)
             if self.writer is not None:
                 self.writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                self.writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+                self.writer.add_scalar("charts/episodic_length", length, global_step)
 
     def recent_mean(self) -> float:
         return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
@@ -410,6 +433,126 @@ def play_episodes(agent: Agent, envs: gym.vector.VectorEnv, episodes: int, seed:
 def eval_env_args(args: Args) -> Args:
     """One in-process env with raw rewards, for evaluation."""
     return dataclasses.replace(args, num_envs=1, async_envs=False, capture_video=False, norm_reward=False)
+
+
+def distributed() -> bool:
+    """True under torchrun (after init_distributed), False for a plain `python a2c.py`."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_distributed(args: Args) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). torchrun puts WORLD_SIZE, RANK, LOCAL_RANK and the rendezvous
+    address into each rank's environment; a plain run has none of them and stays one process."""
+    use_cuda = torch.cuda.is_available() and args.cuda
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    # gloo on CPU, nccl between GPUs; a rank that waits longer than the timeout in a collective
+    # (another rank died or hangs) raises instead of waiting forever.
+    timeout = timedelta(seconds=args.collective_timeout)
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def average_gradients(model: nn.Module) -> None:
+    """g <- (1 / N) * sum of g over the N ranks, in one all-reduce of every gradient flattened into
+    one vector (one message, not one per tensor). Every rank then takes the same optimizer step
+    from the same parameters, so the ranks stay identical without ever sending parameters."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def lost_contact(error: RuntimeError) -> bool:
+    """Whether a collective failed because another rank is gone or does not answer: gloo raises a
+    plain RuntimeError whose text says so (a timeout, a closed connection), newer code DistError."""
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        cue in text for cue in ("Timed out", "timed out", "Connection closed", "Connection reset", "gloo", "NCCL")
+    )
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if flag is True on any rank (e.g. one of them saw Ctrl-C)."""
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def merge_moments(a: tuple, b: tuple) -> tuple:
+    """(count, mean, M2) of the union of two samples, M2 = variance * count (Chan et al.):
+    delta = mean_b - mean_a, mean = mean_a + delta * n_b / n, M2 = M2_a + M2_b + delta^2 n_a n_b / n."""
+    count_a, mean_a, m2_a = a
+    count_b, mean_b, m2_b = b
+    count = count_a + count_b
+    delta = mean_b - mean_a
+    return count, mean_a + delta * count_b / count, m2_a + m2_b + delta**2 * count_a * count_b / count
+
+
+def sync_running_stats(rms, base: tuple, device: torch.device) -> tuple:
+    """Make a running mean/std (gymnasium's RunningMeanStd) the same on every rank: the statistics
+    of every rank's data. Returns the new base for the next call.
+
+    Since the last sync, whose result `base` = (count, mean, M2) is the same on every rank, each
+    rank has folded only its own new data into rms. Undoing the base (merge_moments solved for b)
+    gives that data's moments (n_r, mean_r, M2_r); the ranks combine them with two all-reduces,
+    n = sum n_r, mean = sum n_r mean_r / n, M2 = sum (M2_r + n_r (mean_r - mean)^2), and the
+    result is merged into the base."""
+    count, mean, m2 = rms.count, np.atleast_1d(rms.mean), np.atleast_1d(rms.var * rms.count)
+    base_count, base_mean, base_m2 = base
+    new = count - base_count
+    own_mean = (count * mean - base_count * base_mean) / new if new > 0 else np.zeros_like(mean)
+    own_m2 = m2 - base_m2 - (own_mean - base_mean) ** 2 * base_count * new / count if new > 0 else 0 * mean
+    sums = torch.as_tensor(np.concatenate([[new], new * own_mean]), dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    total = sums[0].item()
+    total_mean = sums[1:].cpu().numpy() / total
+    m2_terms = torch.as_tensor(own_m2 + new * (own_mean - total_mean) ** 2, dtype=torch.float64, device=device)
+    dist.all_reduce(m2_terms)
+    merged = merge_moments(base, (total, total_mean, m2_terms.cpu().numpy()))
+    rms.count = merged[0]
+    rms.mean = merged[1].reshape(np.shape(rms.mean))
+    rms.var = (merged[2] / merged[0]).reshape(np.shape(rms.mean))
+    return merged
+
+
+def running_stats(envs: gym.vector.VectorEnv) -> list:
+    """The running statistics the normalization wrappers keep (observations, returns), where on."""
+    stats = []
+    obs_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
+    if obs_norm is not None:
+        stats.append(obs_norm.obs_rms)
+    reward_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeReward)
+    if reward_norm is not None:
+        stats.append(reward_norm.return_rms)
+    return stats
+
+
+def moments(rms) -> tuple:
+    return rms.count, np.atleast_1d(rms.mean).copy(), np.atleast_1d(rms.var * rms.count).copy()
+
+
+def pool_episodes(episode_log: EpisodeLog, world_size: int) -> int:
+    """Every rank's pending finished episodes into every rank's log (rank 0's writes them to
+    TensorBoard); returns how many were this rank's own."""
+    own = len(episode_log.pending)
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, episode_log.pending)
+    episode_log.pending = []
+    episode_log.add(sorted(episode for part in gathered for episode in part))
+    return own
+
+
+def error_prefix(rank: int, world_size: int) -> str:
+    """The start of an error line: the script, and under torchrun the rank it comes from."""
+    return f"{os.path.basename(__file__)}: error: " + (f"rank {rank}: " if world_size > 1 else "")
 
 
 def save_model(path: str, agent: Agent, envs: gym.vector.VectorEnv, args: Args) -> None:
@@ -437,18 +580,22 @@ class CtrlC:
     """Ctrl-C as a request to stop: the first one only sets `pressed`, and the training loop stops
     where it next checks, with no TensorBoard write or optimizer step half done (a KeyboardInterrupt
     raised inside a write can queue an event without waking the writer's thread, and closing the
-    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once.
+    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once,
+    except under torchrun (patient=True), whose agent passes the terminal's Ctrl-C on to every rank
+    a second time; there the agent's own kill after 30 s is the hard stop.
     Signal handlers can only be set from the main thread; elsewhere this does nothing."""
 
-    def __init__(self):
+    def __init__(self, patient: bool = False):
         self.pressed = False
+        self.patient = patient
         self.active = threading.current_thread() is threading.main_thread()
         if self.active:
             self.previous = signal.signal(signal.SIGINT, self.press)
 
     def press(self, signum, frame) -> None:
         self.pressed = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not self.patient:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def restore(self) -> None:
         if self.active:
@@ -458,30 +605,40 @@ class CtrlC:
 def main(args: Args) -> dict:
     check_args(args)
     args = resolve_defaults(args)
+    # Under torchrun: one rank per process, each with its own envs; rank 0 alone logs, evaluates and saves.
+    rank, world_size, device = init_distributed(args)
+    lead = rank == 0
     batch_size = args.num_envs * args.num_steps
-    num_iterations = max(1, args.total_timesteps // batch_size)
+    num_iterations = max(1, args.total_timesteps // (batch_size * world_size))
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    # Each rank samples its own actions (seed + rank); env i of rank r is reset with
+    # seed + r * num_envs + i, so no two envs of a run share a seed.
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     # One thread is faster than several for 64-unit MLPs, and leaves a core for the envs.
     torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
-    )
-    envs = make_vector_env(args, run_name)
-    envs.action_space.seed(args.seed)
-    eval_envs = make_vector_env(eval_env_args(args)) if args.eval_frequency else None
+    writer = SummaryWriter(f"runs/{run_name}") if lead else None
+    if lead:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
+        )
+    envs = make_vector_env(args, run_name if lead else "")
+    envs.action_space.seed(args.seed + rank)
+    eval_envs = make_vector_env(eval_env_args(args)) if args.eval_frequency and lead else None
     action_space = envs.single_action_space
     agent = Agent(envs.single_observation_space.shape[0], action_space).to(device)
+    if distributed():  # every rank starts from rank 0's weights
+        for parameter in agent.parameters():
+            dist.broadcast(parameter.data, src=0)
     optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=args.rms_alpha, eps=args.rms_eps)
-    episode_log = EpisodeLog(writer)
+    episode_log = EpisodeLog(writer, defer=distributed())
+    stats_bases = [moments(rms) for rms in running_stats(envs)]  # the same on every rank at the start
+    local_episodes = 0
     model_path = f"runs/{run_name}/{args.exp_name}.pt"
 
     # Rollout storage, (num_steps [+ 1], num_envs, ...): row num_steps of obs is s_T, for V(s_T).
@@ -495,18 +652,28 @@ def main(args: Args) -> dict:
     log_every = max(1, min(100, num_iterations // 100))  # updates per logged loss mean
     progress_every = max(1, num_iterations // 20)
     start_time = time.time()
-    next_obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
+    next_obs, _ = envs.reset(seed=args.seed + rank * args.num_envs)  # env i gets seed + rank * num_envs + i
     next_done = np.zeros(args.num_envs, dtype=bool)
     exit_code = 0
-    ctrl_c = CtrlC()
+    ctrl_c = CtrlC(patient=distributed())
     try:
         for iteration in range(1, num_iterations + 1):
-            if ctrl_c.pressed:
+            # Under torchrun the ranks check Ctrl-C and pool their finished episodes together, once
+            # per block of log_every updates (an update here is only 40 env steps per rank: a
+            # collective each time would cost more than the work).
+            if not distributed():
+                stop = ctrl_c.pressed
+            elif (iteration - 1) % log_every == 0:
+                stop = any_rank(ctrl_c.pressed, device)
+                local_episodes += pool_episodes(episode_log, world_size)
+            else:
+                stop = False
+            if stop:
                 raise KeyboardInterrupt  # handled below, at a point where nothing is half done
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
             for step in range(args.num_steps):
-                global_step += args.num_envs
+                global_step += args.num_envs * world_size  # the env steps of all ranks, in lockstep
                 obs[step] = next_obs
                 trainable[step] = ~next_done  # NEXT_STEP autoreset: after a done, this step only resets
                 with torch.no_grad():
@@ -520,6 +687,9 @@ def main(args: Args) -> dict:
                 rewards[step], terminations[step], dones[step] = reward, terminated, next_done
                 episode_log.record(infos, global_step)
             obs[args.num_steps] = next_obs
+            if distributed():  # every rank normalizes the next rollout with all ranks' statistics
+                stats = zip(running_stats(envs), stats_bases, strict=True)
+                stats_bases = [sync_running_stats(rms, base, device) for rms, base in stats]
 
             # One batched pass over the rollout: V(s_0..s_T) and log pi(a_t|s_t), with gradients.
             all_obs = torch.as_tensor(obs, device=device)
@@ -552,6 +722,8 @@ def main(args: Args) -> dict:
                 raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at global step {global_step}")
             optimizer.zero_grad()
             loss.backward()
+            if distributed():
+                average_gradients(agent)
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
 
@@ -567,30 +739,38 @@ def main(args: Args) -> dict:
                 next_eval += args.eval_frequency
                 eval_seconds += time.time() - eval_start
             sps = int(global_step / (time.time() - start_time - eval_seconds))  # training steps/sec
-            if iteration % log_every == 0:
+            if lead and iteration % log_every == 0:
                 for name, total in loss_sums.items():
                     writer.add_scalar(f"losses/{name}", total / log_every, global_step)
                 loss_sums = {}
                 writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
-            if iteration % progress_every == 0 or iteration == num_iterations:
+            if lead and (iteration % progress_every == 0 or iteration == num_iterations):
                 print(
                     f"global_step={global_step:>8d} ({100 * global_step / args.total_timesteps:3.0f}%)  "
                     f"mean_return(last {episode_log.recent_returns.maxlen})={episode_log.recent_mean():9.2f}  SPS={sps}"
                 )
     except KeyboardInterrupt:
-        print(f"interrupted at global_step={global_step}; closing cleanly", file=sys.stderr)
+        if lead:
+            print(f"interrupted at global_step={global_step}; closing cleanly", file=sys.stderr)
         exit_code = 130
     except NonFiniteLossError as error:
-        print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
+        print(f"{error_prefix(rank, world_size)}{error}", file=sys.stderr)
         exit_code = 1
     except (EOFError, BrokenPipeError, ConnectionResetError):  # a subprocess env's pipe broke
         dead = stop_after_env_worker_death(envs)
-        print(f"{os.path.basename(__file__)}: error: {dead} died at global step {global_step}", file=sys.stderr)
+        print(f"{error_prefix(rank, world_size)}{dead} died at global step {global_step}", file=sys.stderr)
+        exit_code = 1
+    except RuntimeError as error:  # under torchrun, a collective fails when another rank died or hangs
+        if not (distributed() and lost_contact(error)):
+            raise
+        first_line = str(error).strip().splitlines()[0]
+        print(f"{error_prefix(rank, world_size)}lost the other ranks at global step {global_step}: {first_line}",
+              file=sys.stderr)  # fmt: skip
         exit_code = 1
     finally:
         ctrl_c.restore()  # Ctrl-C is back to its usual meaning
-        if args.save_model and exit_code != 1:
+        if args.save_model and exit_code != 1 and lead:
             save_model(model_path, agent, envs, args)
             print(f"model saved to {model_path}")
         envs.close()
@@ -598,14 +778,19 @@ def main(args: Args) -> dict:
             eval_envs.close()
 
     eval_returns = []
-    if args.save_model and exit_code == 0:
+    if args.save_model and exit_code == 0 and lead:
         eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
         for eval_return in eval_returns:
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
         print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
-    writer.close()
-    window = episode_log.recent_returns.maxlen
-    print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
+    if distributed() and exit_code == 0:  # the episodes since the last pooling
+        local_episodes += pool_episodes(episode_log, world_size)
+    if lead:
+        writer.close()
+        window = episode_log.recent_returns.maxlen
+        print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
+    if distributed() and exit_code != 1:
+        dist.destroy_process_group()
     if exit_code:
         sys.exit(exit_code)
     return {
@@ -613,6 +798,8 @@ def main(args: Args) -> dict:
         "episodic_returns": episode_log.all_returns,
         "eval_returns": eval_returns,
         "model_path": model_path if args.save_model else None,
+        "local_episodes": local_episodes if world_size > 1 else len(episode_log.all_returns),
+        "parameters": nn.utils.parameters_to_vector(agent.parameters()).detach().cpu(),
     }
 
 

@@ -736,6 +736,17 @@ def moments(rms) -> tuple:
     return rms.count, np.atleast_1d(rms.mean).copy(), np.atleast_1d(rms.var * rms.count).copy()
 
 
+def pool_episodes(episode_log: EpisodeLog, world_size: int) -> int:
+    """Every rank's pending finished episodes into every rank's log (rank 0's writes them to
+    TensorBoard); returns how many were this rank's own."""
+    own = len(episode_log.pending)
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, episode_log.pending)
+    episode_log.pending = []
+    episode_log.add(sorted(episode for part in gathered for episode in part))
+    return own
+
+
 def error_prefix(rank: int, world_size: int) -> str:
     """The start of an error line: the script, and under torchrun the rank it comes from."""
     return f"{os.path.basename(__file__)}: error: " + (f"rank {rank}: " if world_size > 1 else "")
@@ -874,14 +885,10 @@ def main(args: Args) -> dict:
             next_obs, next_done, global_step = collect_rollout(
                 agent, envs, rollout, next_obs, next_done, episode_log, global_step, device, world_size
             )
-            local_episodes += len(episode_log.pending) if distributed() else 0
             if distributed():
                 # Every rank's finished episodes reach every rank's log (rank 0 writes them), and the
                 # normalization statistics become those of all ranks' data.
-                gathered = [None] * world_size
-                dist.all_gather_object(gathered, episode_log.pending)
-                episode_log.pending = []
-                episode_log.add(sorted(episode for part in gathered for episode in part))
+                local_episodes += pool_episodes(episode_log, world_size)
                 stats = zip(running_stats(envs), stats_bases, strict=True)
                 stats_bases = [sync_running_stats(rms, base, device) for rms, base in stats]
             losses = ppo_update(agent, optimizer, rollout, args, device, global_step)

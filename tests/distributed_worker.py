@@ -1,12 +1,14 @@
-"""Launched by tests/test_ppo_distributed.py under torchrun: one rank of a check of ppo.py's data
-parallelism. Each rank writes what it ends with to OUT_DIR/rank{R}.pt for the test to compare.
+"""Launched by tests/test_distributed.py under torchrun: one rank of a check of the data
+parallelism of ppo.py or a2c.py. Each rank writes what it ends with to OUT_DIR/rank{R}.pt for the
+test to compare.
 
-    torchrun --standalone --nproc-per-node 2 tests/ppo_distributed_worker.py MODE OUT_DIR [ppo.py flags]
+    torchrun --standalone --nproc-per-node 2 tests/distributed_worker.py MODE SCRIPT OUT_DIR [flags]
 
-MODE train: ppo.main with the flags. update: one ppo_update on this rank's columns of a known
-rollout (reference_rollout). stats: two rounds of running statistics synced across ranks.
+MODE train: SCRIPT.main with the flags. update (ppo only): one ppo_update on this rank's columns
+of a known rollout (reference_rollout). stats: two rounds of running statistics synced across ranks.
 """
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -62,9 +64,9 @@ def stats_batches(rank: int, round_: int) -> list[np.ndarray]:
 
 
 def main() -> None:
-    mode, out_dir, flags = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    mode, script, out_dir, flags = sys.argv[1], importlib.import_module(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
     if mode == "train":
-        result = ppo.main(tyro.cli(ppo.Args, args=flags))
+        result = script.main(tyro.cli(script.Args, args=flags))
         rank = int(os.environ["RANK"])  # main has closed the process group
         torch.save(result, out_dir / f"rank{rank}.pt")
         return
@@ -84,11 +86,11 @@ def main() -> None:
         from gymnasium.wrappers.utils import RunningMeanStd
 
         rms = RunningMeanStd(shape=(3,))
-        base = ppo.moments(rms)
+        base = script.moments(rms)
         for round_ in range(2):
             for batch in stats_batches(rank, round_):
                 rms.update(batch)
-            base = ppo.sync_running_stats(rms, base, torch.device("cpu"))
+            base = script.sync_running_stats(rms, base, torch.device("cpu"))
         torch.save({"mean": rms.mean, "var": rms.var, "count": rms.count}, out_dir / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
