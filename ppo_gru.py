@@ -68,8 +68,9 @@ class Args:
     total_timesteps: int = 150_000
     """total env steps of the run"""
     learning_rate: float | None = None
-    """Adam learning rate [None: 1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3], so
-    short runs take large steps and long runs small ones: 8.2e-4 at the default 150k, 3.2e-4 at 1M]"""
+    """Adam learning rate [None: 1e-3 for Discrete actions; for Box actions 1e-3 * sqrt(100k /
+    total_timesteps) kept within [3e-4, 1e-3], so short runs take large steps and long runs small
+    ones: 8.2e-4 at the default 150k, 3.2e-4 at 1M]"""
     hidden_size: int = 64
     """size of the encoder and of the GRU's hidden state"""
     num_envs: int | None = None
@@ -143,7 +144,8 @@ def usage_error(message: str) -> None:
 def default_learning_rate(total_timesteps: int) -> float:
     """1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3]: a short run needs large steps to
     learn at all, a long one makes many more updates and stays stable only with smaller ones (the
-    rule ppo.py's benchmark chose, from Pendulum at 100k steps to MuJoCo at 1M)."""
+    rule ppo.py's benchmark chose, from Pendulum at 100k steps to MuJoCo at 1M; Box actions only,
+    as there)."""
     return min(1e-3, max(3e-4, 1e-3 * (100_000 / total_timesteps) ** 0.5))
 
 
@@ -195,7 +197,7 @@ def resolve_defaults(args: Args) -> Args:
         )
     missing = {k: v for k, v in KIND_DEFAULTS[kind].items() if getattr(args, k) is None}
     if args.learning_rate is None:
-        missing["learning_rate"] = default_learning_rate(args.total_timesteps)
+        missing["learning_rate"] = 1e-3 if kind == "discrete" else default_learning_rate(args.total_timesteps)
     args = dataclasses.replace(args, **missing)
     if args.num_envs % args.num_minibatches:
         usage_error(

@@ -212,14 +212,17 @@ def test_per_kind_defaults_are_filled_and_explicit_flags_win():
         assert getattr(discrete, field) == getattr(continuous, field), field
 
 
-def test_learning_rate_rule_follows_the_budget_and_an_explicit_flag_wins():
+def test_box_learning_rate_follows_the_budget_and_an_explicit_flag_wins():
     rule = ppo.default_learning_rate
     assert rule(10_000) == rule(100_000) == 1e-3
     assert rule(400_000) == pytest.approx(5e-4)  # 1e-3 * sqrt(1/4)
     assert rule(1_000_000) == pytest.approx(1e-3 / np.sqrt(10))
     assert rule(10_000_000) == 3e-4
-    assert ppo.resolve_defaults(ppo.Args(total_timesteps=400_000)).learning_rate == pytest.approx(5e-4)
-    assert ppo.resolve_defaults(ppo.Args(total_timesteps=400_000, learning_rate=0.01)).learning_rate == 0.01
+    box = ppo.Args(env_id="Pendulum-v1", total_timesteps=400_000)
+    assert ppo.resolve_defaults(box).learning_rate == pytest.approx(5e-4)
+    assert ppo.resolve_defaults(ppo.dataclasses.replace(box, learning_rate=0.01)).learning_rate == 0.01
+    # Discrete policies keep 1e-3 at any budget.
+    assert ppo.resolve_defaults(ppo.Args(env_id="CartPole-v1", total_timesteps=1_000_000)).learning_rate == 1e-3
 
 
 def test_initial_action_std_is_a_fraction_of_each_half_range():
