@@ -509,7 +509,7 @@ def sync_running_stats(rms, base: tuple, device: torch.device) -> tuple:
     base_count, base_mean, base_m2 = base
     new = count - base_count
     own_mean = (count * mean - base_count * base_mean) / new if new > 0 else np.zeros_like(mean)
-    own_m2 = m2 - base_m2 - (own_mean - base_mean) ** 2 * base_count * new / count if new > 0 else 0 * mean
+    own_m2 = m2 - base_m2 - (own_mean - base_mean) ** 2 * base_count * new / count if new > 0 else np.zeros_like(mean)
     sums = torch.as_tensor(np.concatenate([[new], new * own_mean]), dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     total = sums[0].item()
@@ -536,6 +536,7 @@ def running_stats(envs: gym.vector.VectorEnv) -> list:
 
 
 def moments(rms) -> tuple:
+    """(count, mean, M2) of a RunningMeanStd, copied: the base sync_running_stats starts from."""
     return rms.count, np.atleast_1d(rms.mean).copy(), np.atleast_1d(rms.var * rms.count).copy()
 
 
