@@ -17,10 +17,10 @@ that collected the data.
 
 A time-limit cut (truncated) is not a terminal state: its target bootstraps from the value
 of the real final observation. One set of defaults serves Discrete and Box actions, from
-CartPole and Pendulum at 100k steps to LunarLander and MuJoCo at 1M: only observation and
-reward normalization depend on the action-space kind (on for Box), the learning rate
-follows the budget (`default_learning_rate`), and a Box policy starts with a std of half
-each action's half-range (`--init-action-std`).
+CartPole and Pendulum at 100k steps to LunarLander and MuJoCo at 1M. What depends on the
+action-space kind: observation and reward normalization (on for Box), the entropy bonus
+(0.01 for Discrete), the learning rate (1e-3 for Discrete, from the budget for Box:
+`default_learning_rate`) and a Box policy's initial std (half each action's half-range).
 
     python ppo.py                          # CartPole-v1
     python ppo.py --env-id Pendulum-v1 --save-model
@@ -104,8 +104,10 @@ class Args:
     """the surrogate clipping coefficient epsilon"""
     clip_vloss: bool = False
     """if toggled, clip the value loss around the old values, as the PPO code release does"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
+    ent_coef: float | None = None
+    """entropy bonus coefficient [None: 0.01 for Discrete, 0 for Box actions]. For a categorical
+    policy the bonus keeps some exploration (LunarLander-v3 at 1M, seeds 1-3: 224.6 with 0.01, 160.5
+    with 0); for a Gaussian one with a learned log-std it would only push the std up"""
     vf_coef: float = 0.5
     """value loss coefficient"""
     max_grad_norm: float = 0.5
@@ -126,8 +128,8 @@ class Args:
 
 # Defaults that depend on the action-space kind; a flag given on the command line always wins.
 KIND_DEFAULTS = {
-    "discrete": dict(norm_obs=False, norm_reward=False),
-    "continuous": dict(norm_obs=True, norm_reward=True),
+    "discrete": dict(norm_obs=False, norm_reward=False, ent_coef=0.01),
+    "continuous": dict(norm_obs=True, norm_reward=True, ent_coef=0.0),
 }
 
 # The observation entries --mask-velocity hides, per env.
@@ -169,8 +171,9 @@ def check_args(args: Args) -> None:
         if value is not None and not 0 <= value <= 1:
             usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     for name in ["ent_coef", "vf_coef"]:
-        if not getattr(args, name) >= 0:
-            usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None and not value >= 0:
+            usage_error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
         usage_error(

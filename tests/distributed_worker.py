@@ -55,7 +55,9 @@ def score_rollout(agent: ppo.Agent, rollout: ppo.Rollout) -> None:
 def update_args() -> ppo.Args:
     # One minibatch per epoch and no advantage normalization: the mean of the ranks' gradients
     # is then exactly the gradient of one process on both ranks' data together.
-    return ppo.Args(num_envs=ENVS_PER_RANK, num_steps=NUM_STEPS, num_minibatches=1, update_epochs=3, norm_adv=False)
+    return ppo.Args(
+        num_envs=ENVS_PER_RANK, num_steps=NUM_STEPS, num_minibatches=1, update_epochs=3, norm_adv=False, ent_coef=0.01
+    )
 
 
 def stats_batches(rank: int, round_: int) -> list[np.ndarray]:

@@ -90,7 +90,7 @@ def test_explained_variance():
 
 
 def small_args(**overrides) -> ppo.Args:
-    args = dict(num_envs=2, num_steps=16, gamma=0.9, gae_lambda=0.95, num_minibatches=1, update_epochs=1)
+    args = dict(num_envs=2, num_steps=16, gamma=0.9, gae_lambda=0.95, num_minibatches=1, update_epochs=1, ent_coef=0.0)
     args.update(overrides)
     return ppo.Args(**args)
 
@@ -205,8 +205,8 @@ def test_non_finite_loss_stops_the_update():
 def test_per_kind_defaults_are_filled_and_explicit_flags_win():
     discrete = ppo.resolve_defaults(ppo.Args(env_id="CartPole-v1"))
     continuous = ppo.resolve_defaults(ppo.Args(env_id="Pendulum-v1", norm_reward=False))
-    assert (discrete.norm_obs, discrete.norm_reward) == (False, False)
-    assert (continuous.norm_obs, continuous.norm_reward) == (True, False)
+    assert (discrete.norm_obs, discrete.norm_reward, discrete.ent_coef) == (False, False, 0.01)
+    assert (continuous.norm_obs, continuous.norm_reward, continuous.ent_coef) == (True, False, 0.0)
     # The rest is one set for both kinds.
     for field in ["num_envs", "num_steps", "gamma", "gae_lambda", "num_minibatches", "update_epochs"]:
         assert getattr(discrete, field) == getattr(continuous, field), field
