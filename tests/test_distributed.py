@@ -126,6 +126,14 @@ def rank_pids(torchrun_pid: int) -> dict[int, int]:
     return ranks
 
 
+def launch(script: str, cwd: Path, *flags: str, new_session: bool = False) -> subprocess.Popen:
+    """Start a long 2-rank run of SCRIPT under torchrun in cwd, its output captured."""
+    command = [*TORCHRUN, SCRIPTS[script].__file__, "--total-timesteps", "100000000", *flags]
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session
+    )
+
+
 def wait_until_training(process: subprocess.Popen, cwd: Path) -> dict[int, int]:
     """Wait until rank 0 has logged its first update (both ranks are then past their start-up,
     in lockstep); return rank -> pid."""
@@ -150,13 +158,7 @@ def assert_gone(pids) -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_killed_rank_stops_the_run_naming_it_and_leaves_no_process(script, tmp_path):
-    process = subprocess.Popen(
-        [*TORCHRUN, SCRIPTS[script].__file__, "--total-timesteps", "100000000", "--collective-timeout", "20"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = launch(script, tmp_path, "--collective-timeout", "20")
     try:
         ranks = wait_until_training(process, tmp_path)
         os.kill(ranks[1], signal.SIGKILL)
@@ -171,14 +173,8 @@ def test_a_killed_rank_stops_the_run_naming_it_and_leaves_no_process(script, tmp
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_ctrl_c_stops_every_rank_and_rank_0_saves_the_model(script, tmp_path):
-    process = subprocess.Popen(
-        [*TORCHRUN, SCRIPTS[script].__file__, "--total-timesteps", "100000000", "--save-model"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    # its own process group, as a terminal's foreground job
+    process = launch(script, tmp_path, "--save-model", new_session=True)
     try:
         ranks = wait_until_training(process, tmp_path)
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
@@ -195,13 +191,7 @@ def test_ctrl_c_stops_every_rank_and_rank_0_saves_the_model(script, tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_rank_that_stops_answering_makes_the_other_stop_after_the_collective_timeout(script, tmp_path):
-    process = subprocess.Popen(
-        [*TORCHRUN, SCRIPTS[script].__file__, "--total-timesteps", "100000000", "--collective-timeout", "3"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = launch(script, tmp_path, "--collective-timeout", "3")
     try:
         ranks = wait_until_training(process, tmp_path)
         os.kill(ranks[1], signal.SIGSTOP)  # rank 1 hangs: alive, but never answers
