@@ -103,6 +103,9 @@ class Args:
     """normalize observations with running statistics [None: off for Discrete, on for Box actions]"""
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return [None: off for Discrete, on for Box]"""
+    init_action_std: float = 1.0
+    """Box actions: the initial std of the Gaussian policy, as a fraction of each action dimension's
+    half-range (high - low) / 2 (of 1 where a bound is infinite)"""
     collective_timeout: float = 120.0
     """under torchrun: seconds a rank waits for the others in a collective before it stops with an error"""
 
@@ -123,6 +126,7 @@ def check_args(args: Args) -> None:
         "learning_rate",
         "max_grad_norm",
         "rms_eps",
+        "init_action_std",
     ]
     for name in positive:
         if not getattr(args, name) > 0:
@@ -251,10 +255,12 @@ class Agent(nn.Module):
     """Separate actor and critic MLPs (64-64 tanh), as in Baselines' and SB3's A2C for vector obs.
 
     Discrete: the actor outputs Categorical logits. Box: the actor outputs the mean of a
-    diagonal Normal whose log-std is a learned, state-independent parameter.
+    diagonal Normal whose log-std is a learned, state-independent parameter, initialised to
+    log(init_action_std * half-range) per action dimension, so the first actions spread over
+    the same share of the action range on every env.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.Space):
+    def __init__(self, obs_dim: int, action_space: gym.Space, init_action_std: float = 1.0):
         super().__init__()
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
@@ -272,7 +278,9 @@ class Agent(nn.Module):
         # A small last layer makes the initial policy near-uniform / near-zero mean.
         self.actor = mlp(action_dim, out_std=0.01)
         if not self.is_discrete:
-            self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+            half_range = (action_space.high - action_space.low) / 2
+            half_range = np.where(np.isfinite(half_range), half_range, 1.0).reshape(1, action_dim)
+            self.actor_logstd = nn.Parameter(torch.as_tensor(np.log(init_action_std * half_range), dtype=torch.float32))
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -632,7 +640,7 @@ def main(args: Args) -> dict:
     envs.action_space.seed(args.seed + rank)
     eval_envs = make_vector_env(eval_env_args(args)) if args.eval_frequency and lead else None
     action_space = envs.single_action_space
-    agent = Agent(envs.single_observation_space.shape[0], action_space).to(device)
+    agent = Agent(envs.single_observation_space.shape[0], action_space, args.init_action_std).to(device)
     if distributed():  # every rank starts from rank 0's weights
         for parameter in agent.parameters():
             dist.broadcast(parameter.data, src=0)

@@ -10,13 +10,15 @@ local copy of the model, and loop without waiting for each other:
     2. act for up to num_steps steps, or to the end of the episode
     3. R_t = r_t + gamma * R_{t+1}, seeded with R = 0 after a termination and R = V(s) of the
        last observation otherwise (the real final observation after a time-limit cut)
-       A_t = R_t - V(s_t)
+       A_t = R_t - V(s_t)          (or GAE with --gae-lambda below 1)
        loss = -mean(log pi(a_t|s_t) * A_t.detach()) + vf_coef * mean(A_t^2) - ent_coef * entropy
     4. backward on the local model, then apply those gradients to the global weights with a
        shared optimizer whose moments and step count also live in shared memory
 
 Different workers explore different parts of the env at the same moment, which decorrelates
-the updates the way a replay buffer would. The main process only starts the workers, writes
+the updates the way a replay buffer would. Observation and reward normalization (on for Box
+actions) keep their running statistics in shared memory too, so every worker normalizes with
+the statistics of all workers' data. The main process only starts the workers, writes
 TensorBoard from the statistics they send, and stops everything when a worker fails.
 
     python a3c.py                          # CartPole-v1, one worker per CPU
@@ -88,6 +90,17 @@ class Args:
     """value loss coefficient"""
     max_grad_norm: float = 0.5
     """the maximum global norm of a worker's gradients"""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 gives the paper's plain n-step returns"""
+    norm_obs: bool | None = None
+    """normalize observations with running statistics shared by the workers [None: off for Discrete,
+    on for Box actions]"""
+    norm_reward: bool | None = None
+    """scale rewards by the running std of the discounted return, shared by the workers [None: off for
+    Discrete, on for Box actions]"""
+    init_action_std: float = 1.0
+    """Box actions: the initial std of the Gaussian policy, as a fraction of each action dimension's
+    half-range (high - low) / 2 (of 1 where a bound is infinite)"""
 
 
 def usage_error(message: str) -> None:
@@ -98,12 +111,14 @@ def usage_error(message: str) -> None:
 
 def check_args(args: Args) -> Args:
     """Reject impossible values and unsupported envs before any process starts; fill num_workers."""
-    for name in ["total_timesteps", "num_workers", "num_steps", "eval_episodes", "learning_rate", "max_grad_norm"]:
+    positive = ["total_timesteps", "num_workers", "num_steps", "eval_episodes", "learning_rate", "max_grad_norm"]
+    for name in [*positive, "init_action_std"]:
         value = getattr(args, name)
         if value is not None and not value > 0:
             usage_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    if not 0 <= args.gamma <= 1:
-        usage_error(f"--gamma must be in [0, 1], got {args.gamma}")
+    for name in ["gamma", "gae_lambda"]:
+        if not 0 <= getattr(args, name) <= 1:
+            usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     for name in ["ent_coef", "vf_coef"]:
         if not getattr(args, name) >= 0:
             usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -133,7 +148,13 @@ def check_args(args: Args) -> Args:
             f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
             "a3c.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
         )
-    return dataclasses.replace(args, num_workers=args.num_workers or os.cpu_count() or 1)
+    normalize = not discrete
+    return dataclasses.replace(
+        args,
+        num_workers=args.num_workers or os.cpu_count() or 1,
+        norm_obs=normalize if args.norm_obs is None else args.norm_obs,
+        norm_reward=normalize if args.norm_reward is None else args.norm_reward,
+    )
 
 
 def make_env(args: Args, worker_id: int, run_name: str) -> gym.Env:
@@ -157,10 +178,11 @@ class Agent(nn.Module):
     """Separate actor and critic MLPs (64-64 tanh).
 
     Discrete: the actor outputs Categorical logits. Box: the actor outputs the mean of a
-    diagonal Normal whose log-std is a learned, state-independent parameter.
+    diagonal Normal whose log-std is a learned, state-independent parameter, initialised to
+    log(init_action_std * half-range) per action dimension.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.Space):
+    def __init__(self, obs_dim: int, action_space: gym.Space, init_action_std: float = 1.0):
         super().__init__()
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
@@ -178,7 +200,9 @@ class Agent(nn.Module):
         # A small last layer makes the initial policy near-uniform / near-zero mean.
         self.actor = mlp(action_dim, out_std=0.01)
         if not self.is_discrete:
-            self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+            half_range = (action_space.high - action_space.low) / 2
+            half_range = np.where(np.isfinite(half_range), half_range, 1.0).reshape(1, action_dim)
+            self.actor_logstd = nn.Parameter(torch.as_tensor(np.log(init_action_std * half_range), dtype=torch.float32))
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -251,6 +275,43 @@ class SharedAdam:
                 param.addcdiv_(exp_avg, denominator, value=-lr / (1 - beta1**k))
 
 
+class SharedRunningStats:
+    """Running mean and variance of a stream that every worker adds to (observations, or the
+    discounted returns that reward scaling divides by), kept in shared memory like the model.
+
+    A worker adds a rollout's batch (n_b, mean_b, var_b) under a lock with the parallel formula
+    (Chan et al.), the one gymnasium's RunningMeanStd uses:
+        delta = mean_b - mean,  n' = n + n_b,  mean' = mean + delta * n_b / n'
+        var' = (var * n + var_b * n_b + delta^2 * n * n_b / n') / n'
+    and reads a snapshot (mean, sqrt(var + eps)) when it copies the global weights: one rollout
+    is normalized with one set of numbers, as its loss is computed with one set of weights.
+    """
+
+    def __init__(self, shape: tuple, epsilon: float = 1e-8):
+        self.mean = torch.zeros(shape, dtype=torch.float64).share_memory_()
+        self.var = torch.ones(shape, dtype=torch.float64).share_memory_()
+        self.count = torch.full((), 1e-4, dtype=torch.float64).share_memory_()  # as gymnasium: no 0 division
+        self.epsilon = epsilon
+        self.lock = mp.get_context("spawn").Lock()
+
+    @torch.no_grad()
+    def update(self, batch: np.ndarray) -> None:
+        batch = torch.as_tensor(batch, dtype=torch.float64)
+        batch_count = batch.shape[0]
+        batch_mean, batch_var = batch.mean(0), batch.var(0, unbiased=False)
+        with self.lock:
+            delta = batch_mean - self.mean
+            total = self.count + batch_count
+            m2 = self.var * self.count + batch_var * batch_count + delta.square() * self.count * batch_count / total
+            self.mean.add_(delta * batch_count / total)
+            self.var.copy_(m2 / total)
+            self.count.copy_(total)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, scale): normalize x as (x - mean) / scale, scale = sqrt(var + epsilon)."""
+        return self.mean.numpy().copy(), np.sqrt(self.var.numpy() + self.epsilon)
+
+
 def n_step_returns(rewards: np.ndarray, bootstrap_value: float, gamma: float) -> np.ndarray:
     """Returns of one worker's rollout (a piece of ONE episode, so no episode end inside it).
 
@@ -266,6 +327,24 @@ def n_step_returns(rewards: np.ndarray, bootstrap_value: float, gamma: float) ->
         running = rewards[t] + gamma * running
         returns[t] = running
     return returns
+
+
+def compute_gae(values: np.ndarray, rewards: np.ndarray, bootstrap_value: float, gamma: float, gae_lambda: float):
+    """Generalized Advantage Estimation over one worker's rollout (a piece of one episode);
+    returns A_t. With V_T = bootstrap_value (0 after a termination):
+
+        delta_t = r_t + gamma * V_{t+1} - V_t,   A_t = delta_t + gamma * lambda * A_{t+1}
+
+    With lambda = 1, A_t + V_t is exactly n_step_returns' R_t.
+    """
+    next_values = np.append(values[1:], bootstrap_value)
+    deltas = rewards + gamma * next_values - values
+    advantages = np.zeros(len(rewards), dtype=np.float32)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        running = deltas[t] + gamma * gae_lambda * running
+        advantages[t] = running
+    return advantages
 
 
 def a3c_loss(
@@ -297,6 +376,8 @@ def worker(
     run_name: str,
     global_agent: Agent,
     optimizer: SharedAdam,
+    obs_stats: SharedRunningStats | None,
+    return_stats: SharedRunningStats | None,
     global_step: mp.Value,
     start_event: mp.Event,
     stop_event: mp.Event,
@@ -315,6 +396,12 @@ def worker(
         low, high = (None, None) if global_agent.is_discrete else (env.action_space.low, env.action_space.high)
         local_agent = Agent(env.observation_space.shape[0], env.action_space)
         local_params = list(local_agent.parameters())
+        obs_mean, obs_scale, reward_scale = 0.0, 1.0, 1.0
+        discounted_return = 0.0  # G_t = r_t + gamma * G_{t-1} within an episode, for reward scaling
+
+        def normalized(observation: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor((observation - obs_mean) / obs_scale, dtype=torch.float32)
+
         loss_sums, num_updates, logged_updates = {}, 0, 0
         obs, _ = env.reset(seed=seed)
         messages.put(("ready", worker_id, None))
@@ -324,10 +411,15 @@ def worker(
             pass
         while not stop_event.is_set() and global_step.value < args.total_timesteps and os.getppid() == parent_pid:
             local_agent.load_state_dict(global_agent.state_dict())
-            rollout_obs, rollout_actions, rewards = [], [], []
+            if obs_stats is not None:
+                obs_mean, obs_scale = obs_stats.snapshot()
+            if return_stats is not None:
+                reward_scale = return_stats.snapshot()[1]
+            raw_obs, rollout_obs, rollout_actions, rewards, discounted_returns = [], [], [], [], []
             terminated = truncated = False
             for _ in range(args.num_steps):
-                obs_tensor = torch.as_tensor(obs, dtype=torch.float32)
+                raw_obs.append(obs)
+                obs_tensor = normalized(obs)
                 with torch.no_grad():
                     action = local_agent.act(obs_tensor.unsqueeze(0))[0]
                 rollout_obs.append(obs_tensor)
@@ -336,7 +428,10 @@ def worker(
                 env_action = action.item() if low is None else np.clip(action.numpy(), low, high)
                 obs, reward, terminated, truncated, info = env.step(env_action)
                 rewards.append(float(reward))
+                discounted_return = float(reward) + args.gamma * discounted_return
+                discounted_returns.append(discounted_return)
                 if terminated or truncated:
+                    discounted_return = 0.0
                     break
             with global_step.get_lock():
                 global_step.value += len(rewards)
@@ -344,12 +439,23 @@ def worker(
             if terminated or truncated:
                 messages.put(("episode", worker_id, (step_now, float(info["episode"]["r"]), int(info["episode"]["l"]))))
 
+            if obs_stats is not None:
+                obs_stats.update(np.stack(raw_obs))
+            if return_stats is not None:
+                return_stats.update(np.array(discounted_returns))
+            scaled_rewards = np.array(rewards) / reward_scale
+
             obs_batch = torch.stack(rollout_obs)
             log_probs, entropy = local_agent.log_prob_and_entropy(obs_batch, torch.stack(rollout_actions))
             values = local_agent.get_value(obs_batch)
             with torch.no_grad():  # obs is the real final observation after a truncation
-                bootstrap = 0.0 if terminated else local_agent.get_value(torch.as_tensor(obs, dtype=torch.float32))
-            returns = torch.as_tensor(n_step_returns(np.array(rewards), float(bootstrap), args.gamma))
+                bootstrap = 0.0 if terminated else float(local_agent.get_value(normalized(obs)))
+            if args.gae_lambda == 1.0:
+                returns = n_step_returns(scaled_rewards, bootstrap, args.gamma)
+            else:  # R_t = A_t + V(s_t), so R_t - V(s_t) in the loss is the GAE advantage
+                value_array = values.detach().numpy()
+                returns = compute_gae(value_array, scaled_rewards, bootstrap, args.gamma, args.gae_lambda) + value_array
+            returns = torch.as_tensor(returns, dtype=torch.float32)
             loss, stats = a3c_loss(log_probs, entropy, values, returns, args.vf_coef, args.ent_coef)
             if not np.isfinite(loss.item()):
                 raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at global step {step_now}")
@@ -378,8 +484,12 @@ def worker(
         sys.exit(1)
 
 
-def save_model(path: str, agent: Agent, args: Args) -> None:
-    torch.save({"model": agent.state_dict(), "args": dataclasses.asdict(args)}, path)
+def save_model(path: str, agent: Agent, obs_stats: SharedRunningStats | None, args: Args) -> None:
+    """Weights plus the observation statistics (mean, scale) the policy acts on: everything needed to act."""
+    normalization = None if obs_stats is None else [torch.as_tensor(x) for x in obs_stats.snapshot()]
+    torch.save(
+        {"model": agent.state_dict(), "obs_normalization": normalization, "args": dataclasses.asdict(args)}, path
+    )
 
 
 def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
@@ -388,11 +498,13 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
     env = gym.wrappers.RecordEpisodeStatistics(gym.make(checkpoint["args"]["env_id"]))
     agent = Agent(env.observation_space.shape[0], env.action_space).to(device)
     agent.load_state_dict(checkpoint["model"])
+    obs_mean, obs_scale = [x.numpy() for x in checkpoint["obs_normalization"] or (torch.zeros(1), torch.ones(1))]
     returns = []
     obs, _ = env.reset(seed=seed)
     while len(returns) < eval_episodes:
+        policy_input = torch.as_tensor((obs - obs_mean) / obs_scale, dtype=torch.float32, device=device)
         with torch.no_grad():
-            action = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True).cpu()
+            action = agent.act(policy_input, deterministic=True).cpu()
         action = (
             action.item() if agent.is_discrete else np.clip(action.numpy(), env.action_space.low, env.action_space.high)
         )
@@ -483,7 +595,9 @@ def main(args: Args) -> dict:
         print("note: a3c.py runs on the CPU (its workers share one CPU model); --cuda is ignored")
 
     probe = gym.make(args.env_id)
-    global_agent = Agent(probe.observation_space.shape[0], probe.action_space)
+    global_agent = Agent(probe.observation_space.shape[0], probe.action_space, args.init_action_std)
+    obs_stats = SharedRunningStats(probe.observation_space.shape) if args.norm_obs else None
+    return_stats = SharedRunningStats(()) if args.norm_reward else None
     probe.close()
     global_agent.share_memory()  # parameters in shared memory: every worker reads and updates the same tensors
     optimizer = SharedAdam(global_agent.parameters(), lr=args.learning_rate)
@@ -521,8 +635,8 @@ def main(args: Args) -> dict:
     ctrl_c = CtrlC()
     try:
         for worker_id in range(args.num_workers):
-            worker_args = (worker_id, args, run_name, global_agent, optimizer, global_step, start_event)
-            process = context.Process(target=worker, args=(*worker_args, stop_event, messages), daemon=True)
+            shared = (global_agent, optimizer, obs_stats, return_stats, global_step, start_event, stop_event, messages)
+            process = context.Process(target=worker, args=(worker_id, args, run_name, *shared), daemon=True)
             process.start()
             processes.append(process)
         print(f"started {args.num_workers} worker(s): pids " + " ".join(str(p.pid) for p in processes), flush=True)
@@ -580,7 +694,7 @@ def main(args: Args) -> dict:
             print(f"{os.path.basename(__file__)}: error: {failure.splitlines()[0]}", file=sys.stderr)
             exit_code = 1
         if args.save_model and exit_code != 1:
-            save_model(model_path, global_agent, args)
+            save_model(model_path, global_agent, obs_stats, args)
             print(f"model saved to {model_path}")
 
     eval_returns = []

@@ -1,5 +1,6 @@
 """a2c.py: n-step returns and GAE against plain references, the loss by hand, evaluation, learning."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -86,6 +87,16 @@ def test_a2c_loss_by_hand_ignores_masked_rows():
     # The actor term treats A as a constant: d loss / d log pi = -A / 2; the masked row gets nothing.
     torch.testing.assert_close(log_probs.grad, torch.tensor([-1.0, 0.5, 0.0]))
     torch.testing.assert_close(values.grad, torch.tensor([-1.0, 0.5, 0.0]))  # 0.5 * d mean(A^2) / dV = -A / 2
+
+
+def test_initial_action_std_is_a_fraction_of_each_half_range():
+    # Asymmetric and unbounded dimensions: half-ranges 2, 0.5 and (unbounded) 1.
+    low, high = np.array([-1.0, 0.0, -np.inf], np.float32), np.array([3.0, 1.0, np.inf], np.float32)
+    agent = a2c.Agent(4, gym.spaces.Box(low, high, dtype=np.float32), init_action_std=0.5)
+    torch.testing.assert_close(agent.actor_logstd.exp(), torch.tensor([[1.0, 0.25, 0.5]]))
+    with torch.no_grad():
+        actions = agent.act(torch.zeros(20_000, 4))
+    torch.testing.assert_close(actions.std(0), torch.tensor([1.0, 0.25, 0.5]), rtol=0.03, atol=0)
 
 
 def test_periodic_evaluation_on_a_test_env(in_tmp_dir):

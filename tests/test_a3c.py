@@ -23,6 +23,41 @@ def test_n_step_returns_match_a_forward_sum():
         np.testing.assert_allclose(a3c.n_step_returns(rewards, bootstrap, 0.9), expected, rtol=1e-6)
 
 
+def test_gae_with_lambda_one_is_the_n_step_advantage_and_lambda_zero_the_td_error():
+    rewards = np.array([1.0, -2.0, 0.5], np.float32)
+    values = np.array([0.3, 1.2, -0.4], np.float32)
+    for bootstrap in [0.0, 2.0]:
+        advantages = a3c.compute_gae(values, rewards, bootstrap, 0.9, 1.0)
+        np.testing.assert_allclose(advantages + values, a3c.n_step_returns(rewards, bootstrap, 0.9), rtol=1e-5)
+        td_errors = rewards + 0.9 * np.append(values[1:], bootstrap) - values
+        np.testing.assert_allclose(a3c.compute_gae(values, rewards, bootstrap, 0.9, 0.0), td_errors, rtol=1e-5)
+
+
+def add_to_shared_stats(stats: "a3c.SharedRunningStats", batches: list[np.ndarray]) -> None:
+    """Child-process body: add batches to shared running statistics."""
+    for batch in batches:
+        stats.update(batch)
+
+
+def test_shared_running_stats_equal_the_moments_of_every_workers_data():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=[3.0, -1.0], scale=[2.0, 0.5], size=(n, 2)) for n in (5, 17, 1, 40)]
+    stats = a3c.SharedRunningStats((2,))
+    context = torch.multiprocessing.get_context("spawn")
+    children = [context.Process(target=add_to_shared_stats, args=(stats, batches[i::2])) for i in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    data = np.concatenate(batches)
+    # The statistics start from a tiny prior count (1e-4 at mean 0, var 1), as gymnasium's do.
+    assert float(stats.count) == pytest.approx(len(data) + 1e-4)
+    mean, scale = stats.snapshot()
+    np.testing.assert_allclose(mean, data.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(scale, np.sqrt(data.var(0) + 1e-8), rtol=1e-5)
+
+
 def test_a3c_loss_by_hand():
     log_probs = torch.tensor([-1.0, -2.0], requires_grad=True)
     values = torch.tensor([1.0, 1.0], requires_grad=True)
@@ -165,11 +200,32 @@ def test_an_exception_in_a_worker_stops_the_run_and_is_named(tmp_path):
 
 
 def test_one_worker_is_deterministic_and_box_actions_run(in_tmp_dir):
-    flags = dict(total_timesteps=1500, num_workers=1, env_id="Pendulum-v1")
+    flags = dict(total_timesteps=1500, num_workers=1, env_id="Pendulum-v1", gae_lambda=0.9)
     first = a3c.main(a3c.Args(**flags))["episodic_returns"]
     second = a3c.main(a3c.Args(**flags))["episodic_returns"]
     assert len(first) == 7 and first == second
     assert len(run_dirs(in_tmp_dir)) == 2
+
+
+def test_saved_model_acts_on_the_observations_it_was_trained_on(in_tmp_dir):
+    result = a3c.main(a3c.Args(total_timesteps=1000, num_workers=1, env_id="Pendulum-v1", save_model=True))
+    checkpoint = torch.load(result["model_path"])
+    mean, scale = checkpoint["obs_normalization"]
+    # Box actions normalize observations by default; the statistics saw Pendulum's (cos, sin, speed).
+    assert checkpoint["args"]["norm_obs"] and mean.shape == (3,) and (scale > 0).all()
+    assert mean.abs().max() > 0.01
+    # Evaluation with the saved statistics equals playing the same policy by hand on normalized inputs.
+    agent = a3c.Agent(3, a3c.gym.make("Pendulum-v1").action_space)
+    agent.load_state_dict(checkpoint["model"])
+    env = a3c.gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=5)
+    total, done = 0.0, False
+    while not done:
+        with torch.no_grad():
+            action = agent.act(torch.as_tensor((obs - mean.numpy()) / scale.numpy(), dtype=torch.float32), True)
+        obs, reward, terminated, truncated, _ = env.step(np.clip(action.numpy(), -2, 2))
+        total, done = total + reward, terminated or truncated
+    assert a3c.evaluate(result["model_path"], 1, 5, torch.device("cpu")) == [pytest.approx(total, rel=1e-5)]
 
 
 @pytest.mark.learning

@@ -54,6 +54,16 @@ def test_a_suite_runs_each_env_at_its_own_budget(bench):
         assert entry.env_id in suite_table and entry.target in suite_table
 
 
+def test_a_labelled_variant_in_a_suite_table_is_not_held_to_the_target(bench):
+    bench("--suite", "discrete", "--seeds", "1")
+    bench("--env-ids", "CartPole-v1", "--seeds", "1", "--label", "masked", "--", "--total-timesteps", "500000")
+    rows = (bench.tmp_path / "results" / "ppo_suites.md").read_text().splitlines()
+    [default_row] = [row for row in rows if "| CartPole-v1 |" in row and "| default |" in row]
+    [variant_row] = [row for row in rows if "| CartPole-v1 |" in row and "| masked |" in row]
+    assert ">= 490" in default_row and "CleanRL" in default_row
+    assert ">= 490" not in variant_row and "CleanRL" not in variant_row
+
+
 def test_a_finished_run_is_not_run_again_unless_asked(bench):
     bench("--env-ids", "CartPole-v1", "--seeds", "1", "2")
     assert len(bench.calls) == 2
