@@ -98,9 +98,9 @@ class Args:
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return, shared by the workers [None: off for
     Discrete, on for Box actions]"""
-    init_action_std: float = 1.0
+    init_action_std: float = 0.5
     """Box actions: the initial std of the Gaussian policy, as a fraction of each action dimension's
-    half-range (high - low) / 2 (of 1 where a bound is infinite)"""
+    half-range (high - low) / 2 (of 1 where a bound is infinite), as in a2c.py and ppo.py"""
 
 
 def usage_error(message: str) -> None:
@@ -182,7 +182,7 @@ class Agent(nn.Module):
     log(init_action_std * half-range) per action dimension.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, init_action_std: float = 1.0):
+    def __init__(self, obs_dim: int, action_space: gym.Space, init_action_std: float = 0.5):
         super().__init__()
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))

@@ -79,6 +79,26 @@ SUITES = {
             SuiteEnv("InvertedDoublePendulum-v5", 1_000_000, "-"),
         ],
     },
+    "a2c": {
+        "discrete": [
+            SuiteEnv("CartPole-v1", 500_000, ">= 490", [f"{RL_ZOO} A2C 500"]),
+            SuiteEnv("LunarLander-v3", 500_000, ">= 150", [f"{RL_ZOO} A2C 156 ± 80 (v2, 200k, evaluated)"]),
+        ],
+        "box": [
+            SuiteEnv("Pendulum-v1", 1_000_000, ">= -200", [f"{RL_ZOO} A2C -163 ± 103 (1M, gSDE, evaluated)"]),
+            SuiteEnv("HalfCheetah-v5", 1_000_000, ">= 3000", [f"{RL_ZOO} A2C 3041 ± 157 (v3)"]),
+            SuiteEnv("Hopper-v5", 1_000_000, ">= 1000", [f"{RL_ZOO} A2C 733 ± 377 (v3)"]),
+        ],
+        "held-out": [
+            SuiteEnv("Acrobot-v1", 500_000, "-"),
+            SuiteEnv("Walker2d-v5", 1_000_000, "-"),
+            SuiteEnv("InvertedDoublePendulum-v5", 1_000_000, "-"),
+        ],
+    },
+    "a3c": {
+        "discrete": [SuiteEnv("LunarLander-v3", 1_000_000, ">= 150")],
+        "box": [SuiteEnv("Pendulum-v1", 2_000_000, ">= -200")],
+    },
 }
 
 

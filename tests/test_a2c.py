@@ -89,6 +89,18 @@ def test_a2c_loss_by_hand_ignores_masked_rows():
     torch.testing.assert_close(values.grad, torch.tensor([-1.0, 0.5, 0.0]))  # 0.5 * d mean(A^2) / dV = -A / 2
 
 
+def test_defaults_follow_the_action_space_unless_given():
+    discrete = a2c.resolve_defaults(a2c.Args(env_id="CartPole-v1"))
+    assert (discrete.learning_rate, discrete.gae_lambda, discrete.norm_obs, discrete.norm_reward) == (
+        7e-4, 1.0, False, False)  # fmt: skip
+    box = a2c.resolve_defaults(a2c.Args(env_id="Pendulum-v1"))
+    assert (box.learning_rate, box.gae_lambda, box.norm_obs, box.norm_reward) == (2e-3, 0.9, True, True)
+    # Box: 2e-3 / sqrt(action dimensions), so a 4-D action space gets 1e-3.
+    assert a2c.default_learning_rate(gym.spaces.Box(-1, 1, (4,))) == pytest.approx(1e-3)
+    given = a2c.resolve_defaults(a2c.Args(env_id="Pendulum-v1", learning_rate=1e-4, gae_lambda=1.0, norm_obs=False))
+    assert (given.learning_rate, given.gae_lambda, given.norm_obs) == (1e-4, 1.0, False)
+
+
 def test_initial_action_std_is_a_fraction_of_each_half_range():
     # Asymmetric and unbounded dimensions: half-ranges 2, 0.5 and (unbounded) 1.
     low, high = np.array([-1.0, 0.0, -np.inf], np.float32), np.array([3.0, 1.0, np.inf], np.float32)
