@@ -165,7 +165,7 @@ def default_learning_rate(action_space: gym.Space) -> float:
     """
     if isinstance(action_space, gym.spaces.Discrete):
         return 7e-4
-    return 2e-3 / np.sqrt(np.prod(action_space.shape))
+    return float(2e-3 / np.sqrt(np.prod(action_space.shape)))  # a plain float: saved with the args
 
 
 def resolve_defaults(args: Args) -> Args:

@@ -374,6 +374,7 @@ def worker(
     worker_id: int,
     args: Args,
     run_name: str,
+    main_pid: int,
     global_agent: Agent,
     optimizer: SharedAdam,
     obs_stats: SharedRunningStats | None,
@@ -405,8 +406,10 @@ def worker(
         loss_sums, num_updates, logged_updates = {}, 0, 0
         obs, _ = env.reset(seed=seed)
         messages.put(("ready", worker_id, None))
-        # A worker whose main process vanished (killed outright) gets a new parent: it stops then.
-        parent_pid = os.getppid()
+        # A worker whose main process vanished (killed outright) gets a new parent: it stops then. The
+        # main process passes its pid: one read here could already see the new parent if the main
+        # process died while this worker was still starting.
+        parent_pid = main_pid
         while not start_event.wait(timeout=1.0) and os.getppid() == parent_pid:
             pass
         while not stop_event.is_set() and global_step.value < args.total_timesteps and os.getppid() == parent_pid:
@@ -634,9 +637,9 @@ def main(args: Args) -> dict:
     start_time, next_progress, last_printed = None, args.total_timesteps / 20, -1
     ctrl_c = CtrlC()
     try:
+        shared = (os.getpid(), global_agent, optimizer, obs_stats, return_stats, global_step, start_event, stop_event)
         for worker_id in range(args.num_workers):
-            shared = (global_agent, optimizer, obs_stats, return_stats, global_step, start_event, stop_event, messages)
-            process = context.Process(target=worker, args=(worker_id, args, run_name, *shared), daemon=True)
+            process = context.Process(target=worker, args=(worker_id, args, run_name, *shared, messages), daemon=True)
             process.start()
             processes.append(process)
         print(f"started {args.num_workers} worker(s): pids " + " ".join(str(p.pid) for p in processes), flush=True)

@@ -157,15 +157,22 @@ def test_a_killed_worker_stops_the_run_and_is_named(tmp_path):
     assert not any(alive(pid) for pid in pids), "a worker outlived the run"
 
 
-def test_workers_stop_when_the_main_process_is_killed_outright(tmp_path):
+@pytest.mark.parametrize("seconds_before_kill", [3, 0])
+def test_workers_stop_when_the_main_process_is_killed_outright(tmp_path, seconds_before_kill):
+    # 3 s: the workers are training; 0 s: they are still starting (importing, making their envs).
     process, pids = start_run(tmp_path)
-    time.sleep(3)
+    time.sleep(seconds_before_kill)
     process.kill()  # SIGKILL: no handler runs, so the workers must notice on their own
     finish(process)
-    deadline = time.time() + 10
+    deadline = time.time() + 20
     while any(alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.2)
-    assert not any(alive(pid) for pid in pids), "a worker outlived its main process"
+    try:
+        assert not any(alive(pid) for pid in pids), "a worker outlived its main process"
+    finally:
+        for pid in pids:  # a failing run must not leave its workers behind
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_an_exception_in_a_worker_stops_the_run_and_is_named(tmp_path):
