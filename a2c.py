@@ -810,20 +810,23 @@ def main(args: Args) -> dict:
         if eval_envs is not None:
             eval_envs.close()
 
+    if distributed() and exit_code == 0:  # the episodes since the last pooling
+        local_episodes += pool_episodes(episode_log, world_size)
+    if distributed() and exit_code != 1:
+        # Training is over on every rank: they close their connections together, before rank 0
+        # alone evaluates and closes TensorBoard (no rank leaves while another still uses them).
+        dist.barrier()
+        dist.destroy_process_group()
     eval_returns = []
     if args.save_model and exit_code == 0 and lead:
         eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
         for eval_return in eval_returns:
             writer.add_scalar("eval/episodic_return", eval_return, global_step)
         print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
-    if distributed() and exit_code == 0:  # the episodes since the last pooling
-        local_episodes += pool_episodes(episode_log, world_size)
     if lead:
         writer.close()
         window = episode_log.recent_returns.maxlen
         print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
-    if distributed() and exit_code != 1:
-        dist.destroy_process_group()
     if exit_code:
         sys.exit(exit_code)
     return {

@@ -935,6 +935,11 @@ def main(args: Args) -> dict:
             print(f"model saved to {model_path}")
         envs.close()
 
+    if distributed() and exit_code != 1:
+        # Training is over on every rank: they close their connections together, before rank 0
+        # alone evaluates and closes TensorBoard (no rank leaves while another still uses them).
+        dist.barrier()
+        dist.destroy_process_group()
     eval_returns = []
     if args.save_model and exit_code == 0 and lead:
         eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
@@ -945,8 +950,6 @@ def main(args: Args) -> dict:
         writer.close()
         window = episode_log.recent_returns.maxlen
         print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
-    if distributed() and exit_code != 1:
-        dist.destroy_process_group()
     if exit_code:
         sys.exit(exit_code)
     return {
