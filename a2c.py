@@ -136,8 +136,9 @@ def check_args(args: Args) -> None:
         if value is not None and not value > 0:
             usage_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
     for name in ["gamma", "gae_lambda", "rms_alpha"]:
-        if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
-            usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     for name in ["ent_coef", "vf_coef", "eval_frequency"]:
         if not getattr(args, name) >= 0:
             usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")

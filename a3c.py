@@ -401,7 +401,9 @@ def worker(
         discounted_return = 0.0  # G_t = r_t + gamma * G_{t-1} within an episode, for reward scaling
 
         def normalized(observation: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor((observation - obs_mean) / obs_scale, dtype=torch.float32)
+            if obs_stats is not None:  # nothing to compute on the hot path without normalization
+                observation = (observation - obs_mean) / obs_scale
+            return torch.as_tensor(observation, dtype=torch.float32)
 
         loss_sums, num_updates, logged_updates = {}, 0, 0
         obs, _ = env.reset(seed=seed)
@@ -409,16 +411,15 @@ def worker(
         # A worker whose main process vanished (killed outright) gets a new parent: it stops then. The
         # main process passes its pid: one read here could already see the new parent if the main
         # process died while this worker was still starting.
-        parent_pid = main_pid
-        while not start_event.wait(timeout=1.0) and os.getppid() == parent_pid:
+        while not start_event.wait(timeout=1.0) and os.getppid() == main_pid:
             pass
-        while not stop_event.is_set() and global_step.value < args.total_timesteps and os.getppid() == parent_pid:
+        while not stop_event.is_set() and global_step.value < args.total_timesteps and os.getppid() == main_pid:
             local_agent.load_state_dict(global_agent.state_dict())
             if obs_stats is not None:
                 obs_mean, obs_scale = obs_stats.snapshot()
             if return_stats is not None:
                 reward_scale = return_stats.snapshot()[1]
-            raw_obs, rollout_obs, rollout_actions, rewards, discounted_returns = [], [], [], [], []
+            raw_obs, rollout_obs, rollout_actions, rewards = [], [], [], []
             terminated = truncated = False
             for _ in range(args.num_steps):
                 raw_obs.append(obs)
@@ -431,10 +432,7 @@ def worker(
                 env_action = action.item() if low is None else np.clip(action.numpy(), low, high)
                 obs, reward, terminated, truncated, info = env.step(env_action)
                 rewards.append(float(reward))
-                discounted_return = float(reward) + args.gamma * discounted_return
-                discounted_returns.append(discounted_return)
                 if terminated or truncated:
-                    discounted_return = 0.0
                     break
             with global_step.get_lock():
                 global_step.value += len(rewards)
@@ -445,7 +443,13 @@ def worker(
             if obs_stats is not None:
                 obs_stats.update(np.stack(raw_obs))
             if return_stats is not None:
+                discounted_returns = []
+                for reward in rewards:
+                    discounted_return = reward + args.gamma * discounted_return
+                    discounted_returns.append(discounted_return)
                 return_stats.update(np.array(discounted_returns))
+                if terminated or truncated:
+                    discounted_return = 0.0
             scaled_rewards = np.array(rewards) / reward_scale
 
             obs_batch = torch.stack(rollout_obs)
@@ -479,7 +483,7 @@ def worker(
                 means = {name: total / (num_updates - logged_updates) for name, total in loss_sums.items()}
                 messages.put(("losses", worker_id, (step_now, means, lr or args.learning_rate)))
                 loss_sums, logged_updates = {}, num_updates
-        if os.getppid() != parent_pid:
+        if os.getppid() != main_pid:
             messages.cancel_join_thread()  # nobody reads the queue any more: exit without flushing it
         env.close()
     except Exception as error:  # reported to the main process, which stops the run and names this worker
