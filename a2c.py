@@ -28,6 +28,7 @@ them all, so `--total-timesteps` counts the env steps of all ranks.
 """
 
 import dataclasses
+import glob
 import importlib.util
 import os
 import random
@@ -66,6 +67,17 @@ class Args:
     """evaluate the current policy on a separate test env every this many env steps (0: never)"""
     eval_episodes: int = 10
     """episodes per evaluation (deterministic actions), periodic and final"""
+    eval_model: str | None = None
+    """path of a model saved with --save-model: skip training and play it for --eval-episodes episodes on
+    the env it was trained on (with --capture-video, into `videos/{its run name}-eval`)"""
+    render: bool = False
+    """with --eval-model: show the episodes in a window (needs a display)"""
+    track: bool = False
+    """if toggled, send the config, TensorBoard scalars and videos to Weights & Biases (needs the track extra)"""
+    wandb_project_name: str = "single-file-rl"
+    """the Weights & Biases project name"""
+    wandb_entity: str | None = None
+    """the Weights & Biases team or user [None: your default entity]"""
 
     env_id: str = "CartPole-v1"
     """the id of a gymnasium environment with a 1-D Box observation space"""
@@ -146,9 +158,14 @@ def check_args(args: Args) -> None:
         usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        usage_error("--track needs wandb: pip install -e '.[track]'")
 
 
 # The defaults that depend on the action space (None in Args; the rules are in their docstrings).
+ALGORITHM = "a2c"  # stored in saved models: --eval-model refuses another script's file
 KIND_DEFAULTS = {
     "discrete": dict(gae_lambda=1.0, norm_obs=False, norm_reward=False),
     "continuous": dict(gae_lambda=0.9, norm_obs=True, norm_reward=True),
@@ -194,9 +211,11 @@ def resolve_defaults(args: Args) -> Args:
     return dataclasses.replace(args, **missing)
 
 
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, render: bool = False):
     def thunk():
-        if capture_video and idx == 0:
+        if render and idx == 0:
+            env = gym.make(env_id, render_mode="human")
+        elif capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         else:
@@ -214,7 +233,7 @@ def make_vector_env(args: Args, run_name: str = "") -> gym.vector.VectorEnv:
     t is the real final observation, and step t+1 of env i only resets it (action ignored,
     reward 0). Such reset steps are masked out of the loss.
     """
-    thunks = [make_env(args.env_id, i, args.capture_video, run_name) for i in range(args.num_envs)]
+    thunks = [make_env(args.env_id, i, args.capture_video, run_name, args.render) for i in range(args.num_envs)]
     vector_cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
     envs = vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     # Statistics first, so logged returns are the env's raw rewards, not the scaled ones.
@@ -591,19 +610,85 @@ def error_prefix(rank: int, world_size: int) -> str:
 
 def save_model(path: str, agent: Agent, envs: gym.vector.VectorEnv, args: Args) -> None:
     """Weights plus the observation-normalization statistics: everything needed to act."""
-    torch.save({"model": agent.state_dict(), "obs_rms": get_obs_rms(envs), "args": dataclasses.asdict(args)}, path)
+    checkpoint = {"algorithm": ALGORITHM, "model": agent.state_dict(), "obs_rms": get_obs_rms(envs)}
+    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
 
 
-def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
-    """Play the saved model deterministically on a fresh env with its saved, frozen obs statistics."""
-    checkpoint = torch.load(model_path, map_location=device)
-    envs = make_vector_env(eval_env_args(Args(**checkpoint["args"])))
+def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
+    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
+    unreadable, another script's, or (env_id given) trained on another env."""
+    if not os.path.isfile(path):
+        usage_error(f"--eval-model {path}: no such file")
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(path, map_location=device)
+    except Exception as error:
+        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
+    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if saved_by != ALGORITHM:
+        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
+    try:
+        train_args = Args(**checkpoint["args"])
+    except (KeyError, TypeError) as error:
+        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
+    if env_id is not None and env_id != train_args.env_id:
+        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
+    return checkpoint, train_args
+
+
+def evaluate(
+    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
+) -> list[float]:
+    """Play the saved model deterministically on a fresh env with its saved, frozen obs statistics;
+    with a video_name, record the episodes into videos/{video_name}."""
+    checkpoint, train_args = load_model_file(model_path, device)
+    eval_args = dataclasses.replace(eval_env_args(train_args), capture_video=bool(video_name), render=render)
+    envs = make_vector_env(eval_args, video_name)
     set_obs_rms(envs, checkpoint["obs_rms"])
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space).to(device)
-    agent.load_state_dict(checkpoint["model"])
+    try:
+        agent.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # weights of another shape: saved from another env or network
+        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
     returns = play_episodes(agent, envs, eval_episodes, seed, device)
     envs.close()
     return returns
+
+
+def watch(args: Args) -> dict:
+    """--eval-model: play a saved model instead of training, and print its mean return."""
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    # --env-id left at its default means "the model's env"; given, it must be the model's env.
+    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
+    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
+    video_name = f"{run}-eval" if args.capture_video else ""
+    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
+    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
+
+
+def start_tracking(args: Args, run_name: str):
+    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
+    import wandb
+
+    return wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=run_name,
+        config=dataclasses.asdict(args),
+        sync_tensorboard=True,  # must start before the SummaryWriter it copies
+        save_code=True,
+    )
+
+
+def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
+    """Upload the training videos, then close the W&B run."""
+    import wandb
+
+    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+        tracker.log({"videos": wandb.Video(video)})
+    tracker.finish(exit_code=exit_code)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -638,6 +723,8 @@ class CtrlC:
 
 def main(args: Args) -> dict:
     check_args(args)
+    if args.eval_model:
+        return watch(args)
     args = resolve_defaults(args)
     # Under torchrun: one rank per process, each with its own envs; rank 0 alone logs, evaluates and saves.
     rank, world_size, device = init_distributed(args)
@@ -655,6 +742,7 @@ def main(args: Args) -> dict:
     # One thread is faster than several for 64-unit MLPs, and leaves a core for the envs.
     torch.set_num_threads(1)
 
+    tracker = start_tracking(args, run_name) if args.track and lead else None
     writer = SummaryWriter(f"runs/{run_name}") if lead else None
     if lead:
         writer.add_text(
@@ -828,6 +916,8 @@ def main(args: Args) -> dict:
         writer.close()
         window = episode_log.recent_returns.maxlen
         print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
+    if tracker is not None:
+        finish_tracking(tracker, run_name, exit_code)
     if exit_code:
         sys.exit(exit_code)
     return {

@@ -26,6 +26,7 @@ TensorBoard from the statistics they send, and stops everything when a worker fa
 """
 
 import dataclasses
+import glob
 import importlib.util
 import os
 import queue
@@ -46,6 +47,8 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+ALGORITHM = "a3c"  # stored in saved models: --eval-model refuses another script's file
+
 
 @dataclass
 class Args:
@@ -65,6 +68,17 @@ class Args:
     """if toggled, save the model to `runs/{run_name}/{exp_name}.pt` and evaluate it after training"""
     eval_episodes: int = 10
     """how many episodes the saved model is evaluated for (deterministic actions)"""
+    eval_model: str | None = None
+    """path of a model saved with --save-model: skip training and play it for --eval-episodes episodes on
+    the env it was trained on (with --capture-video, into `videos/{its run name}-eval`)"""
+    render: bool = False
+    """with --eval-model: show the episodes in a window (needs a display)"""
+    track: bool = False
+    """if toggled, send the config, TensorBoard scalars and videos to Weights & Biases (needs the track extra)"""
+    wandb_project_name: str = "single-file-rl"
+    """the Weights & Biases project name"""
+    wandb_entity: str | None = None
+    """the Weights & Biases team or user [None: your default entity]"""
 
     env_id: str = "CartPole-v1"
     """the id of a gymnasium environment with a 1-D Box observation space ("module:EnvId" imports
@@ -132,6 +146,10 @@ def check_args(args: Args) -> Args:
         usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        usage_error("--track needs wandb: pip install -e '.[track]'")
     probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     obs_space, action_space = probe.observation_space, probe.action_space
     if args.capture_video:
@@ -160,7 +178,9 @@ def check_args(args: Args) -> Args:
 def make_env(args: Args, worker_id: int, run_name: str) -> gym.Env:
     """One worker's env. A single env needs no autoreset mode: the worker sees the episode end
     (and the real final observation) itself and calls reset()."""
-    if args.capture_video and worker_id == 0:
+    if args.render and worker_id == 0:
+        env = gym.make(args.env_id, render_mode="human")
+    elif args.capture_video and worker_id == 0:
         env = gym.make(args.env_id, render_mode="rgb_array")
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
     else:
@@ -494,17 +514,43 @@ def worker(
 def save_model(path: str, agent: Agent, obs_stats: SharedRunningStats | None, args: Args) -> None:
     """Weights plus the observation statistics (mean, scale) the policy acts on: everything needed to act."""
     normalization = None if obs_stats is None else [torch.as_tensor(x) for x in obs_stats.snapshot()]
-    torch.save(
-        {"model": agent.state_dict(), "obs_normalization": normalization, "args": dataclasses.asdict(args)}, path
-    )
+    checkpoint = {"algorithm": ALGORITHM, "model": agent.state_dict(), "obs_normalization": normalization}
+    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
 
 
-def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
-    """Play the saved model with its deterministic action (argmax / Gaussian mean) on a fresh env."""
-    checkpoint = torch.load(model_path, map_location=device)
-    env = gym.wrappers.RecordEpisodeStatistics(gym.make(checkpoint["args"]["env_id"]))
+def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
+    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
+    unreadable, another script's, or (env_id given) trained on another env."""
+    if not os.path.isfile(path):
+        usage_error(f"--eval-model {path}: no such file")
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(path, map_location=device)
+    except Exception as error:
+        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
+    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if saved_by != ALGORITHM:
+        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
+    try:
+        train_args = Args(**checkpoint["args"])
+    except (KeyError, TypeError) as error:
+        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
+    if env_id is not None and env_id != train_args.env_id:
+        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
+    return checkpoint, train_args
+
+
+def evaluate(
+    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
+) -> list[float]:
+    """Play the saved model with its deterministic action (argmax / Gaussian mean) on a fresh env;
+    with a video_name, record the episodes into videos/{video_name}."""
+    checkpoint, train_args = load_model_file(model_path, device)
+    env = make_env(dataclasses.replace(train_args, capture_video=bool(video_name), render=render), 0, video_name)
     agent = Agent(env.observation_space.shape[0], env.action_space).to(device)
-    agent.load_state_dict(checkpoint["model"])
+    try:
+        agent.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # weights of another shape: saved from another env or network
+        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
     obs_mean, obs_scale = [x.numpy() for x in checkpoint["obs_normalization"] or (torch.zeros(1), torch.ones(1))]
     returns = []
     obs, _ = env.reset(seed=seed)
@@ -521,6 +567,43 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
             obs, _ = env.reset()
     env.close()
     return returns
+
+
+def watch(args: Args) -> dict:
+    """--eval-model: play a saved model instead of training, and print its mean return."""
+    device = torch.device("cpu")  # as in training: the workers' model is a CPU model
+    # --env-id left at its default means "the model's env"; given, it must be the model's env.
+    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
+    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
+    video_name = f"{run}-eval" if args.capture_video else ""
+    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
+    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
+
+
+def start_tracking(args: Args, run_name: str):
+    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
+    import wandb
+
+    return wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=run_name,
+        config=dataclasses.asdict(args),
+        sync_tensorboard=True,  # must start before the SummaryWriter it copies
+        save_code=True,
+    )
+
+
+def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
+    """Upload the training videos, then close the W&B run."""
+    import wandb
+
+    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+        tracker.log({"videos": wandb.Video(video)})
+    tracker.finish(exit_code=exit_code)
 
 
 def describe_exit(process: mp.Process) -> str:
@@ -592,6 +675,8 @@ class CtrlC:
 
 def main(args: Args) -> dict:
     args = check_args(args)
+    if args.eval_model:
+        return watch(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -614,6 +699,7 @@ def main(args: Args) -> dict:
     start_event, stop_event = context.Event(), context.Event()
     messages = context.Queue()
 
+    tracker = start_tracking(args, run_name) if args.track else None
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
@@ -713,6 +799,8 @@ def main(args: Args) -> dict:
     writer.close()
     final_mean = np.mean(recent_returns) if recent_returns else float("nan")
     print(f"final mean_return(last 20)={final_mean:.2f}  run: runs/{run_name}")
+    if tracker is not None:
+        finish_tracking(tracker, run_name, exit_code)
     if exit_code:
         sys.exit(exit_code)
     return {

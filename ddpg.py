@@ -22,6 +22,7 @@ final observation as s', so its target bootstraps. Box action spaces only.
 """
 
 import dataclasses
+import glob
 import importlib.util
 import os
 import random
@@ -40,6 +41,8 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+ALGORITHM = "ddpg"  # stored in saved models: --eval-model refuses another script's file
+
 
 @dataclass
 class Args:
@@ -57,6 +60,17 @@ class Args:
     """if toggled, save the model to `runs/{run_name}/{exp_name}.pt` and evaluate it after training"""
     eval_episodes: int = 10
     """how many episodes the saved model is evaluated for (mu(s), no noise)"""
+    eval_model: str | None = None
+    """path of a model saved with --save-model: skip training and play it for --eval-episodes episodes on
+    the env it was trained on (with --capture-video, into `videos/{its run name}-eval`)"""
+    render: bool = False
+    """with --eval-model: show the episodes in a window (needs a display)"""
+    track: bool = False
+    """if toggled, send the config, TensorBoard scalars and videos to Weights & Biases (needs the track extra)"""
+    wandb_project_name: str = "single-file-rl"
+    """the Weights & Biases project name"""
+    wandb_entity: str | None = None
+    """the Weights & Biases team or user [None: your default entity]"""
 
     env_id: str = "Pendulum-v1"
     """the id of a gymnasium environment with 1-D Box observation and action spaces"""
@@ -118,6 +132,10 @@ def check_args(args: Args) -> None:
         usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        usage_error("--track needs wandb: pip install -e '.[track]'")
     probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
     obs_space, action_space = probe.observation_space, probe.action_space
     if isinstance(action_space, gym.spaces.Box) and args.capture_video:
@@ -139,8 +157,10 @@ def check_args(args: Args) -> None:
         )
 
 
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, render: bool = False):
     def thunk():
+        if render and idx == 0:
+            return gym.make(env_id, render_mode="human")
         if capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array")
             return gym.wrappers.RecordVideo(env, f"videos/{run_name}")
@@ -284,16 +304,43 @@ def critic_target(
 
 
 def save_model(path: str, actor: Actor, critic: Critic, args: Args) -> None:
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(), "args": dataclasses.asdict(args)}, path)
+    checkpoint = {"algorithm": ALGORITHM, "actor": actor.state_dict(), "critic": critic.state_dict()}
+    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
 
 
-def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
-    """Play episodes with the saved actor's mu(s), no exploration noise."""
-    checkpoint = torch.load(model_path, map_location=device)
-    args = Args(**checkpoint["args"])
-    env = gym.make(args.env_id)
-    actor = Actor(env.observation_space.shape[0], env.action_space, args.hidden_size).to(device)
-    actor.load_state_dict(checkpoint["actor"])
+def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
+    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
+    unreadable, another script's, or (env_id given) trained on another env."""
+    if not os.path.isfile(path):
+        usage_error(f"--eval-model {path}: no such file")
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(path, map_location=device)
+    except Exception as error:
+        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
+    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if saved_by != ALGORITHM:
+        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
+    try:
+        train_args = Args(**checkpoint["args"])
+    except (KeyError, TypeError) as error:
+        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
+    if env_id is not None and env_id != train_args.env_id:
+        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
+    return checkpoint, train_args
+
+
+def evaluate(
+    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
+) -> list[float]:
+    """Play episodes with the saved actor's mu(s), no exploration noise; with a video_name, record
+    them into videos/{video_name}."""
+    checkpoint, train_args = load_model_file(model_path, device)
+    env = make_env(train_args.env_id, 0, bool(video_name), video_name, render)()
+    actor = Actor(env.observation_space.shape[0], env.action_space, train_args.hidden_size).to(device)
+    try:
+        actor.load_state_dict(checkpoint["actor"])
+    except RuntimeError as error:  # weights of another shape: saved from another env or network
+        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
     returns = []
     for episode in range(eval_episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -307,6 +354,43 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
         returns.append(total)
     env.close()
     return returns
+
+
+def watch(args: Args) -> dict:
+    """--eval-model: play a saved model instead of training, and print its mean return."""
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    # --env-id left at its default means "the model's env"; given, it must be the model's env.
+    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
+    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
+    video_name = f"{run}-eval" if args.capture_video else ""
+    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
+    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
+
+
+def start_tracking(args: Args, run_name: str):
+    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
+    import wandb
+
+    return wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=run_name,
+        config=dataclasses.asdict(args),
+        sync_tensorboard=True,  # must start before the SummaryWriter it copies
+        save_code=True,
+    )
+
+
+def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
+    """Upload the training videos, then close the W&B run."""
+    import wandb
+
+    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+        tracker.log({"videos": wandb.Video(video)})
+    tracker.finish(exit_code=exit_code)
 
 
 class CtrlC:
@@ -333,6 +417,8 @@ class CtrlC:
 
 def main(args: Args) -> dict:
     check_args(args)
+    if args.eval_model:
+        return watch(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -342,6 +428,7 @@ def main(args: Args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     rng = np.random.default_rng(args.seed)
 
+    tracker = start_tracking(args, run_name) if args.track else None
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
@@ -480,6 +567,8 @@ def main(args: Args) -> dict:
     writer.close()
     mean_recent = np.mean(recent_returns) if recent_returns else float("nan")
     print(f"final mean_return(last 10)={mean_recent:.2f}  run: runs/{run_name}")
+    if tracker is not None:
+        finish_tracking(tracker, run_name, exit_code)
     if exit_code:
         sys.exit(exit_code)
     return {"run_name": run_name, "episodic_returns": all_returns, "eval_returns": eval_returns}

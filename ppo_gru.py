@@ -25,6 +25,7 @@ halves the sequential work of acting and of every replay.
 """
 
 import dataclasses
+import glob
 import importlib.util
 import os
 import random
@@ -59,6 +60,17 @@ class Args:
     """if toggled, save the model to `runs/{run_name}/{exp_name}.pt` and evaluate it after training"""
     eval_episodes: int = 10
     """how many episodes the saved model is evaluated for (deterministic actions)"""
+    eval_model: str | None = None
+    """path of a model saved with --save-model: skip training and play it for --eval-episodes episodes on
+    the env it was trained on (with --capture-video, into `videos/{its run name}-eval`)"""
+    render: bool = False
+    """with --eval-model: show the episodes in a window (needs a display)"""
+    track: bool = False
+    """if toggled, send the config, TensorBoard scalars and videos to Weights & Biases (needs the track extra)"""
+    wandb_project_name: str = "single-file-rl"
+    """the Weights & Biases project name"""
+    wandb_entity: str | None = None
+    """the Weights & Biases team or user [None: your default entity]"""
 
     env_id: str = "CartPole-v1"
     """the id of a gymnasium environment with a 1-D Box observation space"""
@@ -126,6 +138,7 @@ KIND_DEFAULTS = {
 # fmt: on
 
 # The observation entries --mask-velocity hides, per env.
+ALGORITHM = "ppo_gru"  # stored in saved models: --eval-model refuses another script's file
 VELOCITY_INDICES = {
     "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
     "Pendulum-v1": [2],  # angular velocity
@@ -170,6 +183,10 @@ def check_args(args: Args) -> None:
         usage_error(f"--mask-velocity does not know {args.env_id}; supported: {', '.join(VELOCITY_INDICES)}")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        usage_error("--track needs wandb: pip install -e '.[track]'")
 
 
 def resolve_defaults(args: Args) -> Args:
@@ -219,9 +236,11 @@ class MaskVelocity(gym.ObservationWrapper):
         return (observation * self.mask).astype(np.float32)
 
 
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, mask_velocity: bool):
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, mask_velocity: bool, render=False):
     def thunk():
-        if capture_video and idx == 0:
+        if render and idx == 0:
+            env = gym.make(env_id, render_mode="human")
+        elif capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         else:
@@ -242,7 +261,10 @@ def make_vector_env(args: Args, run_name: str = "") -> gym.vector.VectorEnv:
     reward 0) and returns the new episode's first observation. So the row after a done is a
     reset step (never trained on), and the row after that starts an episode (h is reset).
     """
-    thunks = [make_env(args.env_id, i, args.capture_video, run_name, args.mask_velocity) for i in range(args.num_envs)]
+    thunks = [
+        make_env(args.env_id, i, args.capture_video, run_name, args.mask_velocity, args.render)
+        for i in range(args.num_envs)
+    ]
     envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     # Statistics first, so logged returns are the env's raw rewards, not the scaled ones.
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
@@ -634,15 +656,42 @@ def save_model(path: str, agent: RecurrentAgent, envs: gym.vector.VectorEnv, arg
     if obs_norm is not None:
         rms = obs_norm.obs_rms
         obs_rms = {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
-    torch.save({"model": agent.state_dict(), "obs_rms": obs_rms, "args": dataclasses.asdict(args)}, path)
+    checkpoint = {"algorithm": ALGORITHM, "model": agent.state_dict(), "obs_rms": obs_rms}
+    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
 
 
-def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.device) -> list[float]:
+def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
+    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
+    unreadable, another script's, or (env_id given) trained on another env."""
+    if not os.path.isfile(path):
+        usage_error(f"--eval-model {path}: no such file")
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(path, map_location=device)
+    except Exception as error:
+        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
+    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if saved_by != ALGORITHM:
+        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
+    try:
+        train_args = Args(**checkpoint["args"])
+    except (KeyError, TypeError) as error:
+        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
+    if env_id is not None and env_id != train_args.env_id:
+        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
+    return checkpoint, train_args
+
+
+def evaluate(
+    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
+) -> list[float]:
     """Play the saved model's deterministic action (argmax or mean) on one fresh env, carrying the
-    hidden state and zeroing it at every episode start, with the saved, frozen obs statistics."""
-    checkpoint = torch.load(model_path, map_location=device)
-    train_args = Args(**checkpoint["args"])
-    envs = make_vector_env(dataclasses.replace(train_args, num_envs=1, capture_video=False, norm_reward=False))
+    hidden state and zeroing it at every episode start, with the saved, frozen obs statistics; with
+    a video_name, record the episodes into videos/{video_name}."""
+    checkpoint, train_args = load_model_file(model_path, device)
+    eval_args = dataclasses.replace(
+        train_args, num_envs=1, capture_video=bool(video_name), render=render, norm_reward=False
+    )
+    envs = make_vector_env(eval_args, video_name)
     obs_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
     if obs_norm is not None and checkpoint["obs_rms"] is not None:
         obs_norm.update_running_mean = False
@@ -650,7 +699,10 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
         obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy().copy()
         obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
     agent = RecurrentAgent(envs.single_observation_space.shape[0], envs.single_action_space, train_args.hidden_size)
-    agent.load_state_dict(checkpoint["model"])
+    try:
+        agent.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # weights of another shape: saved from another env or network
+        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
     agent.to(device)
     episode_log = EpisodeLog(writer=None)
     obs, _ = envs.reset(seed=seed)
@@ -666,6 +718,43 @@ def evaluate(model_path: str, eval_episodes: int, seed: int, device: torch.devic
         episode_log.record(infos, 0)
     envs.close()
     return episode_log.all_returns[:eval_episodes]
+
+
+def watch(args: Args) -> dict:
+    """--eval-model: play a saved model instead of training, and print its mean return."""
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    # --env-id left at its default means "the model's env"; given, it must be the model's env.
+    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
+    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
+    video_name = f"{run}-eval" if args.capture_video else ""
+    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
+    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
+
+
+def start_tracking(args: Args, run_name: str):
+    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
+    import wandb
+
+    return wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=run_name,
+        config=dataclasses.asdict(args),
+        sync_tensorboard=True,  # must start before the SummaryWriter it copies
+        save_code=True,
+    )
+
+
+def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
+    """Upload the training videos, then close the W&B run."""
+    import wandb
+
+    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+        tracker.log({"videos": wandb.Video(video)})
+    tracker.finish(exit_code=exit_code)
 
 
 class CtrlC:
@@ -692,6 +781,8 @@ class CtrlC:
 
 def main(args: Args) -> dict:
     check_args(args)
+    if args.eval_model:
+        return watch(args)
     args = resolve_defaults(args)
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(1, args.total_timesteps // batch_size)
@@ -705,6 +796,7 @@ def main(args: Args) -> dict:
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
+    tracker = start_tracking(args, run_name) if args.track else None
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
@@ -776,6 +868,8 @@ def main(args: Args) -> dict:
     writer.close()
     window = episode_log.recent_returns.maxlen
     print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
+    if tracker is not None:
+        finish_tracking(tracker, run_name, exit_code)
     if exit_code:
         sys.exit(exit_code)
     return {
