@@ -10,8 +10,8 @@ reproducible (the order of their updates depends on the scheduler), so only a co
 runs says how reliable the defaults are.
 
 Results are kept in benchmark/results/a3c_reliability.json (resumable: a (label, seed, load)
-already there is not run again); the table goes to a3c_reliability.md and the README block
-between the benchmark:a3c_reliability markers.
+already there is not run again); the table goes to a3c_reliability.md, which the a3c.py documentation page
+includes.
 """
 
 import argparse

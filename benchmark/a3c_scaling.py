@@ -6,8 +6,8 @@ Each round runs, on CartPole-v1 with default flags and seed = round: a3c.py with
 a3c.py with two workers, and, as the machine's own ceiling, two independent one-worker
 a3c.py runs at the same time (no sharing at all between them; their summed steps/sec is
 what two cores give this workload). Steps/sec is a3c.py's own charts/SPS (env steps over the
-training time, start-up excluded). Writes benchmark/results/a3c_scaling.md and the README
-block between the benchmark:a3c_scaling markers.
+training time, start-up excluded). Writes benchmark/results/a3c_scaling.md, which the a3c.py
+documentation page includes.
 """
 
 import argparse

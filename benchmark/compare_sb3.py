@@ -8,7 +8,7 @@ entropy 0.01, vf 0.5, grad norm 0.5, separate 64-64 tanh actor and critic with o
 init. Each round runs ppo.py, then SB3 (as shipped: its default torch thread count, and again
 with one thread, as ppo.py uses), each in its own process, so slow drifts of the machine hit
 every side alike. Steps/sec is env steps over the training loop's wall time. Writes
-benchmark/results/ppo_vs_sb3.md and the README block between the benchmark:ppo_vs_sb3 markers.
+benchmark/results/ppo_vs_sb3.md, which the ppo.py documentation page includes.
 """
 
 import sys

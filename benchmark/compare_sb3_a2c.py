@@ -8,8 +8,8 @@ entropy 0, vf 0.5, grad norm 0.5, separate 64-64 tanh actor and critic with orth
 Both sides run their envs in-process (a2c.py's SyncVectorEnv, SB3's DummyVecEnv); a2c.py with
 --async-envs (one subprocess per env) is a fourth row. Each round runs every side once, each
 in its own process, so slow drifts of the machine hit every side alike. Steps/sec is env
-steps over the training loop's wall time. Writes benchmark/results/a2c_vs_sb3.md and the
-README block between the benchmark:a2c_vs_sb3 markers.
+steps over the training loop's wall time. Writes benchmark/results/a2c_vs_sb3.md, which the
+a2c.py documentation page includes.
 """
 
 import sys

@@ -9,8 +9,8 @@ observation normalization, a 64-unit LSTM for the actor and another for the crit
 drops those entries instead; the information is the same). ppo_gru.py runs with its defaults
 (16 envs x 16 steps) and again with RL Zoo's layout (8 x 32). Each round runs every side
 once, in its own process. Steps/sec is env steps over the training loop's wall time. Writes
-benchmark/results/ppo_gru_vs_sb3.md and the README block between the
-benchmark:ppo_gru_vs_sb3 markers.
+benchmark/results/ppo_gru_vs_sb3.md, which the ppo_gru.py documentation page
+includes.
 """
 
 import sys

@@ -103,7 +103,7 @@ def mean_sps(runs: list[dict]) -> float:
 
 
 def publish(key: str, table: str) -> None:
-    """Print the table, write benchmark/results/KEY.md and the README block benchmark:KEY."""
+    """Print the table and write benchmark/results/KEY.md (the documentation pages include it)."""
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{key}.md").write_text(table)

@@ -8,9 +8,9 @@ Each run is `python SCRIPT.py --env-id ENV --seed SEED [extra flags]` in benchma
 time by default so steps/sec is not distorted by a neighbour (`--jobs 2` runs two at once; the
 table says so). A suite (SUITES below) is a list of envs, each with its own budget, target and
 published anchors. The TensorBoard scalars are read back, and benchmark/results/ gets
-SCRIPT.json (every run, merged with earlier results), SCRIPT.md (the table, also written into
-README.md between the benchmark:SCRIPT markers), SCRIPT_suites.md for suites (block
-benchmark:SCRIPT_suites) and SCRIPT_ENV[_LABEL][_BUDGET].png (learning curves).
+SCRIPT.json (every run, merged with earlier results), SCRIPT.md (the table, which the
+documentation pages in docs/ include), SCRIPT_suites.md for suites and
+SCRIPT_ENV[_LABEL][_BUDGET].png (learning curves).
 
 Resumable: each finished run is saved to SCRIPT.json at once, and a (env, seed, label, budget)
 already there is not run again unless `--rerun` is given, so a stopped benchmark loses at most

@@ -6,8 +6,8 @@ Each round runs, with default flags and seed = round, every case once as a plain
 as `torchrun --standalone --nproc-per-node 2` (2 ranks, gloo): ppo.py on CartPole-v1 and on
 HalfCheetah-v5, a2c.py on CartPole-v1, each at the same total budget both ways (with 2 ranks each
 rank runs half of it). Steps/sec is the script's own last charts/SPS: env steps of all ranks over
-the training wall time. Writes benchmark/results/torchrun_scaling.md and the README block between
-the benchmark:torchrun_scaling markers.
+the training wall time. Writes benchmark/results/torchrun_scaling.md (include it in docs/ppo.md
+once measured).
 """
 
 import argparse
