@@ -95,7 +95,7 @@ class Args:
     async_envs: bool = False
     """if toggled, run each env in a subprocess driven through a pipe (AsyncVectorEnv), as the
     paper's workers do; off by default because for cheap envs the pipe round trip costs more than
-    the env step (measured here, CartPole-v1 with 8 envs: 25.6k vs 12.2k steps/s, see the README)"""
+    the env step (measured here, CartPole-v1 with 8 envs: 25.6k vs 12.2k steps/s, see docs/a2c.md)"""
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float | None = None

@@ -90,7 +90,7 @@ class Args:
     """transitions per gradient step"""
     hidden_size: int = 64
     """units in each of the two hidden layers of actor and critic (64: ~970 steps/s on a 2-core CPU
-    against ~580 for 128 and 240 for 256, with the same Pendulum returns; see the README)"""
+    against ~580 for 128 and 240 for 256, with the same Pendulum returns; see docs/ddpg.md)"""
     learning_starts: int = 1000
     """env steps of uniform random actions before learning starts"""
     train_frequency: int = 1
