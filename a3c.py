@@ -16,7 +16,8 @@ local copy of the model, and loop without waiting for each other:
        shared optimizer whose moments and step count also live in shared memory
 
 Different workers explore different parts of the env at the same moment, which decorrelates
-the updates the way a replay buffer would. Observation and reward normalization (on for Box
+the updates the way a replay buffer would. Reward scaling (on by default: it keeps the critic's
+targets near 1, where its tanh units do not saturate) and observation normalization (on for Box
 actions) keep their running statistics in shared memory too, so every worker normalizes with
 the statistics of all workers' data. The main process only starts the workers, writes
 TensorBoard from the statistics they send, and stops everything when a worker fails.
@@ -110,8 +111,10 @@ class Args:
     """normalize observations with running statistics shared by the workers [None: off for Discrete,
     on for Box actions]"""
     norm_reward: bool | None = None
-    """scale rewards by the running std of the discounted return, shared by the workers [None: off for
-    Discrete, on for Box actions]"""
+    """scale rewards by the running std of the discounted return, shared by the workers [None: on]. It keeps
+    the critic's targets near 1: unscaled, CartPole-v1's (up to 1 / (1 - gamma) = 100) drove the critic's
+    tanh units into saturation, V became the same number in every state, and 4 of 10 one-worker runs
+    collapsed (10 of 10 solved with scaling; benchmark/a3c_saturation.py)"""
     init_action_std: float = 0.5
     """Box actions: the initial std of the Gaussian policy, as a fraction of each action dimension's
     half-range (high - low) / 2 (of 1 where a bound is infinite), as in a2c.py and ppo.py"""
@@ -166,12 +169,11 @@ def check_args(args: Args) -> Args:
             f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
             "a3c.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
         )
-    normalize = not discrete
     return dataclasses.replace(
         args,
         num_workers=args.num_workers or os.cpu_count() or 1,
-        norm_obs=normalize if args.norm_obs is None else args.norm_obs,
-        norm_reward=normalize if args.norm_reward is None else args.norm_reward,
+        norm_obs=not discrete if args.norm_obs is None else args.norm_obs,
+        norm_reward=True if args.norm_reward is None else args.norm_reward,
     )
 
 
