@@ -203,13 +203,18 @@ def format_table(results: list[dict], window: int) -> str:
             f"| {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} "
             f"| {np.mean([r['peak_rss_mb'] for r in runs]):.0f} |"
         )
-    if any(r.get("jobs", 1) > 1 for r in results):
-        rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
-    return "\n".join(rows) + "\n"
+    return with_jobs_footnote(rows, results)
 
 
 def jobs_mark(runs: list[dict]) -> str:
     return "\\*" if any(r.get("jobs", 1) > 1 for r in runs) else ""
+
+
+def with_jobs_footnote(rows: list[str], results: list[dict]) -> str:
+    """The table's lines, and the footnote that explains jobs_mark when any run has it."""
+    if jobs_mark(results):
+        rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
+    return "\n".join(rows) + "\n"
 
 
 def format_suite_table(script: str, results: list[dict], window: int) -> str:
@@ -236,9 +241,7 @@ def format_suite_table(script: str, results: list[dict], window: int) -> str:
                     f"| {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} "
                     f"| {np.mean([r['wall_s'] for r in runs]):.0f} |"
                 )
-    if any(r.get("jobs", 1) > 1 for r in results):
-        rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
-    return "\n".join(rows) + "\n"
+    return with_jobs_footnote(rows, results)
 
 
 def plot_curves(script: str, env_id: str, label: str, runs: list[dict], window: int, path: Path) -> None:
