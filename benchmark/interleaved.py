@@ -57,12 +57,15 @@ def learn_and_report(model, total_timesteps: int) -> None:
     print(json.dumps({"sps": model.num_timesteps / elapsed, "final_return": float(np.mean(returns[-10:]))}))
 
 
-def parse_options(description: str, rounds: int, total_timesteps: int) -> argparse.Namespace:
-    """A comparison's command line: --rounds and --total-timesteps, plus the hidden --sb3-worker,
-    --seed and --threads with which it runs its library side in a child process."""
+def parse_options(description: str, rounds: int, total_timesteps: int, env_id: str | None = None) -> argparse.Namespace:
+    """A comparison's command line: --rounds and --total-timesteps (and --env-id where the comparison
+    takes one), plus the hidden --sb3-worker, --seed and --threads with which it runs its library
+    side in a child process."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=rounds, help="rounds; round i uses seed i")
     parser.add_argument("--total-timesteps", type=int, default=total_timesteps)
+    if env_id is not None:
+        parser.add_argument("--env-id", default=env_id)
     parser.add_argument("--sb3-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
