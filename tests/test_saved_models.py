@@ -145,7 +145,8 @@ def test_track_sends_config_and_scalars_to_an_offline_wandb_run(name, in_tmp_dir
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     flags = [*profile(name)["tiny"], "--env-id", env_of(name), "--track", "--wandb-project-name", "tests"]
-    result = run_script(name, *flags, cwd=in_tmp_dir)
+    videos = importlib.util.find_spec("moviepy") is not None
+    result = run_script(name, *flags, *(["--capture-video"] if videos else []), cwd=in_tmp_dir)
     assert result.returncode == 0, result.stderr
     [run_dir] = run_dirs(in_tmp_dir)
     expected = {step: value for step, value in read_scalars(run_dir)["charts/episodic_return"]}
@@ -161,6 +162,20 @@ def test_track_sends_config_and_scalars_to_an_offline_wandb_run(name, in_tmp_dir
             config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
     assert expected and sent == pytest.approx(expected)
     assert config["env_id"] == env_of(name) and config["seed"] == 1
+    if videos:  # the training videos are uploaded to the run as media
+        assert glob.glob(f"{run_folder}/files/media/videos/*.mp4"), "no video reached the W&B run"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_capture_video_without_moviepy_exits_2_with_the_install_command(name, in_tmp_dir, monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda module, *a: None if module == "moviepy" else find_spec(module)
+    )
+    with pytest.raises(SystemExit) as error:
+        cli_main(name, *profile(name)["tiny"], "--capture-video")
+    assert ".[video]" in one_error_line(capsys, error)
+    assert run_dirs(in_tmp_dir) == []
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
