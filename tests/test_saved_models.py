@@ -188,3 +188,11 @@ def test_track_without_wandb_exits_2_with_the_install_command(name, in_tmp_dir, 
         cli_main(name, *profile(name)["tiny"], "--track")
     assert ".[track]" in one_error_line(capsys, error)
     assert run_dirs(in_tmp_dir) == []
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_render_without_eval_model_exits_2(name, in_tmp_dir, capsys):
+    with pytest.raises(SystemExit) as error:
+        cli_main(name, *profile(name)["tiny"], "--render")
+    assert "--render" in one_error_line(capsys, error)
+    assert run_dirs(in_tmp_dir) == []
