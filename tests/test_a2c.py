@@ -91,10 +91,16 @@ def test_a2c_loss_by_hand_ignores_masked_rows():
 
 def test_defaults_follow_the_action_space_unless_given():
     discrete = a2c.resolve_defaults(a2c.Args(env_id="CartPole-v1"))
-    assert (discrete.learning_rate, discrete.gae_lambda, discrete.norm_obs, discrete.norm_reward) == (
-        7e-4, 1.0, False, False)  # fmt: skip
+    assert (discrete.learning_rate, discrete.gamma, discrete.gae_lambda, discrete.norm_obs, discrete.norm_reward) == (
+        8.3e-4, 0.995, 1.0, False, False)  # fmt: skip
     box = a2c.resolve_defaults(a2c.Args(env_id="Pendulum-v1"))
-    assert (box.learning_rate, box.gae_lambda, box.norm_obs, box.norm_reward) == (2e-3, 0.9, True, True)
+    assert (box.learning_rate, box.gamma, box.gae_lambda, box.norm_obs, box.norm_reward) == (
+        2e-3,
+        0.99,
+        0.9,
+        True,
+        True,
+    )
     # Box: 2e-3 / sqrt(action dimensions), so a 4-D action space gets 1e-3.
     assert a2c.default_learning_rate(gym.spaces.Box(-1, 1, (4,))) == pytest.approx(1e-3)
     given = a2c.resolve_defaults(a2c.Args(env_id="Pendulum-v1", learning_rate=1e-4, gae_lambda=1.0, norm_obs=False))
@@ -130,5 +136,5 @@ def test_async_envs_give_the_same_run_as_sync_envs(in_tmp_dir):
 @pytest.mark.learning
 def test_learns_cartpole(in_tmp_dir):
     returns = a2c.main(a2c.Args(seed=1, total_timesteps=100_000, eval_frequency=0))["episodic_returns"]
-    # Random play scores ~22; seed 1 reaches ~320 by 100k steps (500 by the default 300k).
+    # Random play scores ~22; seed 1 reaches ~260 by 100k steps.
     assert np.mean(returns[-10:]) >= 200
