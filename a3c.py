@@ -96,8 +96,9 @@ class Args:
     """steps per worker between updates (t_max; the paper uses 5 on Atari), a rollout also stops at an
     episode end. On CartPole-v1, 50 finished all of 10 runs here above 475 where 20 collapsed in
     about 1 run of 5, and it spreads the ~0.6 ms cost of an update over more env steps"""
-    gamma: float = 0.99
-    """discount factor"""
+    gamma: float | None = None
+    """discount factor [None: 0.995 for Discrete actions, as in a2c.py (LunarLander-v3 at 1M, 2 workers: 156,
+    173, 200 against 144, 86, 104 with 0.99; CartPole-v1 stays solved), 0.99 for Box]"""
     ent_coef: float = 0.0
     """entropy bonus coefficient (the paper uses 0.01; on CartPole-v1 it kept the final returns
     below 475 on 2 of 3 seeds here)"""
@@ -134,7 +135,7 @@ def check_args(args: Args) -> Args:
         if value is not None and not value > 0:
             usage_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
     for name in ["gamma", "gae_lambda"]:
-        if not 0 <= getattr(args, name) <= 1:
+        if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
             usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     for name in ["ent_coef", "vf_coef"]:
         if not getattr(args, name) >= 0:
@@ -172,6 +173,7 @@ def check_args(args: Args) -> Args:
     return dataclasses.replace(
         args,
         num_workers=args.num_workers or os.cpu_count() or 1,
+        gamma=(0.995 if discrete else 0.99) if args.gamma is None else args.gamma,
         norm_obs=not discrete if args.norm_obs is None else args.norm_obs,
         norm_reward=True if args.norm_reward is None else args.norm_reward,
     )

@@ -206,11 +206,12 @@ def test_an_exception_in_a_worker_stops_the_run_and_is_named(tmp_path):
     assert not any(alive(pid) for pid in pids), "a worker outlived the run"
 
 
-def test_reward_scaling_is_on_by_default_and_observation_normalization_for_box_only():
+def test_defaults_by_action_space_kind():
     discrete = a3c.check_args(a3c.Args(num_workers=1))
     box = a3c.check_args(a3c.Args(num_workers=1, env_id="Pendulum-v1"))
     assert discrete.norm_reward and box.norm_reward
     assert not discrete.norm_obs and box.norm_obs
+    assert (discrete.gamma, box.gamma) == (0.995, 0.99)
     assert not a3c.check_args(a3c.Args(num_workers=1, norm_reward=False)).norm_reward
 
 
