@@ -81,8 +81,9 @@ class Args:
 
     env_id: str = "CartPole-v1"
     """the id of a gymnasium environment with a 1-D Box observation space"""
-    total_timesteps: int = 300_000
-    """total env steps of the run"""
+    total_timesteps: int = 500_000
+    """total env steps of the run (with the Discrete defaults, CartPole-v1 ended at 500 on seeds 1-3 at 500k,
+    at 309, 360 and 500 at 300k)"""
     learning_rate: float | None = None
     """RMSprop learning rate [None: 8.3e-4 for Discrete actions (RL Zoo's LunarLander value; Baselines'
     is 7e-4); for Box actions 2e-3 / sqrt(action dimensions), see default_learning_rate]"""

@@ -102,7 +102,7 @@ def test_merged_running_statistics_equal_those_of_one_process_that_saw_all_the_d
 @pytest.mark.learning
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_two_ranks_learn_cartpole(script, tmp_path):
-    budget = {"ppo": "30000", "a2c": "300000"}[script]  # a2c.py: its default budget
+    budget = {"ppo": "30000", "a2c": "300000"}[script]
     result = torchrun(Path(SCRIPTS[script].__file__), "--total-timesteps", budget, "--seed", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = run_dirs(tmp_path)
