@@ -106,8 +106,9 @@ class Args:
     """value loss coefficient"""
     max_grad_norm: float = 0.5
     """the maximum global norm of a worker's gradients"""
-    gae_lambda: float = 1.0
-    """GAE lambda; 1.0 gives the paper's plain n-step returns"""
+    gae_lambda: float | None = None
+    """GAE lambda; 1.0 gives the paper's plain n-step returns [None: 1.0 for Discrete actions, 0.9 for Box, as in
+    a2c.py (Pendulum-v1 at 2M, 2 workers: -152, -168, -160 against -220, -234, -154 with 1.0)]"""
     norm_obs: bool | None = None
     """normalize observations with running statistics shared by the workers [None: off for Discrete,
     on for Box actions]"""
@@ -174,6 +175,7 @@ def check_args(args: Args) -> Args:
         args,
         num_workers=args.num_workers or os.cpu_count() or 1,
         gamma=(0.995 if discrete else 0.99) if args.gamma is None else args.gamma,
+        gae_lambda=(1.0 if discrete else 0.9) if args.gae_lambda is None else args.gae_lambda,
         norm_obs=not discrete if args.norm_obs is None else args.norm_obs,
         norm_reward=True if args.norm_reward is None else args.norm_reward,
     )

@@ -212,6 +212,7 @@ def test_defaults_by_action_space_kind():
     assert discrete.norm_reward and box.norm_reward
     assert not discrete.norm_obs and box.norm_obs
     assert (discrete.gamma, box.gamma) == (0.995, 0.99)
+    assert (discrete.gae_lambda, box.gae_lambda) == (1.0, 0.9)
     assert not a3c.check_args(a3c.Args(num_workers=1, norm_reward=False)).norm_reward
 
 
