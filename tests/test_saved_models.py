@@ -166,27 +166,18 @@ def test_track_sends_config_and_scalars_to_an_offline_wandb_run(name, in_tmp_dir
         assert glob.glob(f"{run_folder}/files/media/videos/*.mp4"), "no video reached the W&B run"
 
 
+@pytest.mark.parametrize(
+    "flag, module, extra", [("--capture-video", "moviepy", ".[video]"), ("--track", "wandb", ".[track]")]
+)
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_capture_video_without_moviepy_exits_2_with_the_install_command(name, in_tmp_dir, monkeypatch, capsys):
+def test_a_missing_optional_package_exits_2_with_the_install_command(
+    name, flag, module, extra, in_tmp_dir, monkeypatch, capsys
+):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda module, *a: None if module == "moviepy" else find_spec(module)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda wanted, *a: None if wanted == module else find_spec(wanted))
     with pytest.raises(SystemExit) as error:
-        cli_main(name, *profile(name)["tiny"], "--capture-video")
-    assert ".[video]" in one_error_line(capsys, error)
-    assert run_dirs(in_tmp_dir) == []
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_track_without_wandb_exits_2_with_the_install_command(name, in_tmp_dir, monkeypatch, capsys):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda module, *a: None if module == "wandb" else find_spec(module)
-    )
-    with pytest.raises(SystemExit) as error:
-        cli_main(name, *profile(name)["tiny"], "--track")
-    assert ".[track]" in one_error_line(capsys, error)
+        cli_main(name, *profile(name)["tiny"], flag)
+    assert extra in one_error_line(capsys, error)
     assert run_dirs(in_tmp_dir) == []
 
 
