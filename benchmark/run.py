@@ -49,6 +49,7 @@ class SuiteEnv:
 
 
 CLEANRL_PPO = "[CleanRL ppo](https://docs.cleanrl.dev/rl-algorithms/ppo/)"
+CLEANRL_DDPG = "[CleanRL ddpg](https://docs.cleanrl.dev/rl-algorithms/ddpg/)"
 RL_ZOO = "[RL Zoo](https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md)"
 # The standard suites per script: SUITES[script][suite name] -> envs.
 SUITES = {
@@ -98,6 +99,35 @@ SUITES = {
     "a3c": {
         "discrete": [SuiteEnv("LunarLander-v3", 1_000_000, ">= 150")],
         "box": [SuiteEnv("Pendulum-v1", 2_000_000, ">= -200")],
+    },
+    "ddpg": {
+        "box": [
+            SuiteEnv(
+                "Pendulum-v1",
+                None,
+                "saved actor, 100 eval episodes: >= -160 on each seed (ddpg_eval table)",
+                [f"{RL_ZOO} DDPG -152 ± 94 (evaluated)"],
+            ),
+            SuiteEnv("LunarLanderContinuous-v3", 300_000, ">= 200", [f"{RL_ZOO} DDPG 230 ± 92 (v2, evaluated)"]),
+            SuiteEnv(
+                "HalfCheetah-v5",
+                300_000,
+                "ahead of SB3 DDPG here (sb3_ddpg_anchors table)",
+                [f"{CLEANRL_DDPG} 10374 ± 157 (v4, 1M)"],
+            ),
+            SuiteEnv(
+                "Hopper-v5",
+                300_000,
+                "ahead of SB3 DDPG here (sb3_ddpg_anchors table)",
+                [f"{CLEANRL_DDPG} 1577 ± 819 (v4, 1M)"],
+            ),
+            SuiteEnv("InvertedPendulum-v5", 30_000, ">= 900", [f"{CLEANRL_DDPG} 643 ± 70 (v4, 1M)"]),
+        ],
+        "held-out": [
+            SuiteEnv("InvertedDoublePendulum-v5", 100_000, "-"),
+            SuiteEnv("Walker2d-v5", 300_000, "-"),
+            SuiteEnv("BipedalWalker-v3", 300_000, "-"),
+        ],
     },
 }
 
