@@ -5,8 +5,8 @@ https://arxiv.org/abs/1509.02971 (deterministic policy gradient: Silver et al. 2
 
 A deterministic actor mu(s) proposes actions, a critic Q(s, a) scores them. Experience goes
 into a replay buffer and is sampled uniformly; slowly moving target copies mu' and Q' provide
-the regression targets. Exploration is noise added to mu(s): Ornstein-Uhlenbeck (the paper's)
-or Gaussian.
+the regression targets. Exploration is noise added to mu(s): independent Gaussian (the default,
+as in TD3 and most later work) or Ornstein-Uhlenbeck (the paper's).
 
     y            = r + gamma * (1 - terminated) * Q'(s', mu'(s'))
     critic loss  = mean((Q(s, a) - y)^2)
@@ -18,7 +18,7 @@ A time-limit cut is not termination: the transition is stored with terminated = 
 final observation as s', so its target bootstraps. Box action spaces only.
 
     python ddpg.py                                  # Pendulum-v1, 20k steps (~25 s on 2 CPU cores)
-    python ddpg.py --env-id InvertedPendulum-v5 --noise-type gaussian --total-timesteps 50000
+    python ddpg.py --env-id HalfCheetah-v5 --total-timesteps 300000
 """
 
 import dataclasses
@@ -99,8 +99,8 @@ class Args:
     """gradient steps per training phase"""
     policy_frequency: int = 1
     """update the actor every this many gradient steps (>1 is TD3's delayed update, not DDPG's)"""
-    noise_type: Literal["ou", "gaussian"] = "ou"
-    """exploration noise: Ornstein-Uhlenbeck (the paper's) or independent Gaussian"""
+    noise_type: Literal["gaussian", "ou"] = "gaussian"
+    """exploration noise: independent Gaussian, or Ornstein-Uhlenbeck (the paper's; temporally correlated)"""
     exploration_noise: float = 0.1
     """noise scale sigma, in units of the action half-range"""
     ou_theta: float = 0.15

@@ -110,7 +110,7 @@ def test_each_episode_starts_its_ou_noise_from_mu(in_tmp_dir, capsys, monkeypatc
     monkeypatch.setattr(ddpg, "OUNoise", RecordingOUNoise)
     # one env, noise from step 1: steps 1-200 are episode 1, step 201 only resets the env (its
     # action is discarded), steps 202-401 are episode 2, step 402 resets again, 403 starts episode 3
-    ddpg.main(ddpg.Args(total_timesteps=405, learning_starts=0, batch_size=8, exploration_noise=0.5))
+    ddpg.main(ddpg.Args(total_timesteps=405, learning_starts=0, batch_size=8, noise_type="ou", exploration_noise=0.5))
     assert len(states_before_sample) == 405
     for first_real_step in (1, 202, 403):
         np.testing.assert_array_equal(states_before_sample[first_real_step - 1], 0.0)
