@@ -289,11 +289,12 @@ class GaussianNoise:
         """Nothing to reset: successive samples are independent."""
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """theta' <- tau * theta + (1 - tau) * theta' for every parameter (tau = 1 copies)."""
+def soft_update(target_params: list[torch.Tensor], source_params: list[torch.Tensor], tau: float) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta' for every pair of parameters (tau = 1 copies).
+    The lists are made once: walking a module's parameters each step costs more than the update."""
     with torch.no_grad():
-        for target_param, param in zip(target.parameters(), source.parameters(), strict=True):
-            target_param.lerp_(param, tau)  # lerp: theta' + tau * (theta - theta')
+        # lerp: theta' + tau * (theta - theta'), for all tensors in one call
+        torch._foreach_lerp_(target_params, source_params, tau)
 
 
 def critic_target(
@@ -444,6 +445,9 @@ def main(args: Args) -> dict:
     target_critic = Critic(obs_dim, action_dim, args.hidden_size).to(device)
     target_actor.load_state_dict(actor.state_dict())
     target_critic.load_state_dict(critic.state_dict())
+    actor_params = list(actor.parameters())
+    online_params = actor_params + list(critic.parameters())
+    target_params = list(target_actor.parameters()) + list(target_critic.parameters())
     # fused: one kernel updates every parameter (~60% cheaper per step than the per-tensor loop here)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
@@ -515,17 +519,14 @@ def main(args: Args) -> dict:
                     stats = {"qf_loss": qf_loss.item(), "qf_values": q_values.mean().item()}
                     num_gradient_steps += 1
                     if num_gradient_steps % args.policy_frequency == 0:
-                        # the gradient flows through Q into mu; Q's own weights are frozen so that
-                        # autograd skips their gradients, which this step would not use
-                        critic.requires_grad_(False)
                         actor_loss = -critic(b_obs, actor(b_obs)).mean()  # -mean(Q(s, mu(s)))
                         actor_optimizer.zero_grad()
-                        actor_loss.backward()
-                        critic.requires_grad_(True)
+                        # the gradient flows through Q into mu; inputs= computes only mu's gradients
+                        # (Q's own, which this step would not use, are skipped and left untouched)
+                        actor_loss.backward(inputs=actor_params)
                         actor_optimizer.step()
                         stats["actor_loss"] = actor_loss.item()
-                    soft_update(target_actor, actor, args.tau)
-                    soft_update(target_critic, critic, args.tau)
+                    soft_update(target_params, online_params, args.tau)
                     for name, value in stats.items():
                         if not np.isfinite(value):
                             raise FloatingPointError(f"non-finite {name} ({value}) at global step {global_step}")

@@ -8,8 +8,9 @@ the critic's and the actor's forward and backward passes, the two Adam steps, th
 timed on its own with ddpg.py's own classes and functions: the best of 5 blocks of 300 calls, one
 torch thread. The whole loop is then timed by running ddpg.main twice in this process, with 2,000
 and 7,000 steps (learning starts at 1,000 in both), so the difference is 5,000 steps of learning
-without start-up costs. The gap between the loop and the sum of the pieces is the loop's own
-Python (noise, clipping, episode bookkeeping, logging). Writes benchmark/results/ddpg_step_cost_<env>_<width>.md.
+without start-up costs (the best of two such pairs). The gap between the loop and the sum of the
+pieces is the loop's own Python (noise, clipping, episode bookkeeping, logging).
+Writes benchmark/results/ddpg_step_cost_<env>_<width>.md.
 """
 
 import argparse
@@ -84,12 +85,14 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
         critic_optimizer.zero_grad()
         loss.backward()
 
+    actor_params = list(actor.parameters())
+    online_params = actor_params + list(critic.parameters())
+    target_params = list(target_actor.parameters()) + list(target_critic.parameters())
+
     def actor_pass():
-        critic.requires_grad_(False)
         loss = -critic(b_obs, actor(b_obs)).mean()
         actor_optimizer.zero_grad()
-        loss.backward()
-        critic.requires_grad_(True)
+        loss.backward(inputs=actor_params)
 
     critic_pass(), actor_pass()  # gradients exist, so the optimizer steps below do their full work
     return {
@@ -102,31 +105,32 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
         "critic: forward + backward": best_ms(critic_pass),
         "actor: forward + backward through Q": best_ms(actor_pass),
         "Adam steps (critic, actor)": best_ms(lambda: (critic_optimizer.step(), actor_optimizer.step())),
-        "soft updates (actor, critic)": best_ms(
-            lambda: (ddpg.soft_update(target_actor, actor, 0.005), ddpg.soft_update(target_critic, critic, 0.005))
-        ),
+        "soft updates (actor, critic)": best_ms(lambda: ddpg.soft_update(target_params, online_params, 0.005)),
     }
 
 
-def loop_ms(env_id: str, hidden_size: int, batch_size: int) -> float:
-    """Milliseconds per learning step of ddpg.main itself, start-up costs cancelled out."""
-    walls = []
+def loop_ms(env_id: str, hidden_size: int, batch_size: int, repeats: int = 2) -> float:
+    """Milliseconds per learning step of ddpg.main itself, start-up costs cancelled out (best of `repeats`)."""
+    per_step = []
     with tempfile.TemporaryDirectory() as folder:
         cwd = os.getcwd()
         os.chdir(folder)  # the runs/ folders land here
         try:
-            for steps in (2_000, 7_000):
-                args = ddpg.Args(
-                    env_id=env_id, total_timesteps=steps, hidden_size=hidden_size, batch_size=batch_size,
-                    learning_starts=1_000, noise_type="gaussian",
-                )  # fmt: skip
-                start = time.perf_counter()
-                with contextlib.redirect_stdout(io.StringIO()):
-                    ddpg.main(args)
-                walls.append(time.perf_counter() - start)
+            for _ in range(repeats):
+                walls = []
+                for steps in (2_000, 7_000):
+                    args = ddpg.Args(
+                        env_id=env_id, total_timesteps=steps, hidden_size=hidden_size, batch_size=batch_size,
+                        learning_starts=1_000,
+                    )  # fmt: skip
+                    start = time.perf_counter()
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        ddpg.main(args)
+                    walls.append(time.perf_counter() - start)
+                per_step.append((walls[1] - walls[0]) / 5_000 * 1000)
         finally:
             os.chdir(cwd)
-    return (walls[1] - walls[0]) / 5_000 * 1000
+    return min(per_step)
 
 
 def main() -> None:

@@ -10,16 +10,27 @@ import ddpg
 
 def test_soft_update_follows_the_formula():
     source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    before = [p.detach().clone() for p in target.parameters()]
-    ddpg.soft_update(target, source, 0.0)
-    for p, b in zip(target.parameters(), before, strict=True):
+    source_params, target_params = list(source.parameters()), list(target.parameters())
+    before = [p.detach().clone() for p in target_params]
+    ddpg.soft_update(target_params, source_params, 0.0)
+    for p, b in zip(target_params, before, strict=True):
         torch.testing.assert_close(p, b)
-    ddpg.soft_update(target, source, 0.25)
-    for p, s, b in zip(target.parameters(), source.parameters(), before, strict=True):
+    ddpg.soft_update(target_params, source_params, 0.25)
+    for p, s, b in zip(target_params, source_params, before, strict=True):
         torch.testing.assert_close(p, 0.25 * s + 0.75 * b)
-    ddpg.soft_update(target, source, 1.0)
-    for p, s in zip(target.parameters(), source.parameters(), strict=True):
+    ddpg.soft_update(target_params, source_params, 1.0)
+    for p, s in zip(target_params, source_params, strict=True):
         torch.testing.assert_close(p, s)
+
+
+def test_actor_step_leaves_the_critic_gradients_alone():
+    """The actor's backward pass goes through Q but must not touch Q's gradients."""
+    space = gym.spaces.Box(-1.0, 1.0, (2,))
+    actor, critic = ddpg.Actor(3, space, 8), ddpg.Critic(3, 2, 8)
+    obs = torch.randn(16, 3)
+    (-critic(obs, actor(obs)).mean()).backward(inputs=list(actor.parameters()))
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
 
 
 def test_ou_noise_stationary_std_and_mean_reversion():
