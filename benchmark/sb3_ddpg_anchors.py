@@ -12,8 +12,7 @@ Reported: the last-10 training episodes (the metric of our tables) and 10 determ
 evaluation episodes. Results: benchmark/results/sb3_ddpg_anchors.json (resumable) and .md.
 """
 
-import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
-STORE = RESULTS / "sb3_ddpg_anchors.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anchors import run_seeds_and_publish  # noqa: E402
 
 
 def train(env_id: str, seed: int, total_timesteps: int) -> dict:
@@ -64,37 +63,8 @@ def train(env_id: str, seed: int, total_timesteps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env-id", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--total-timesteps", type=int, required=True)
-    options = parser.parse_args()
-    for seed in options.seeds:
-        results = json.loads(STORE.read_text()) if STORE.exists() else []  # reread: another lane may have added
-        key = (options.env_id, seed, options.total_timesteps)
-        if any((r["env_id"], r["seed"], r["total_timesteps"]) == key for r in results):
-            continue
-        result = train(options.env_id, seed, options.total_timesteps)
-        results = json.loads(STORE.read_text()) if STORE.exists() else []
-        STORE.write_text(json.dumps(results + [result], indent=1))
-        print({k: v for k, v in result.items() if k != "train_returns"})
-    results = json.loads(STORE.read_text()) if STORE.exists() else []
-    lines = [
-        "Stable-Baselines3 DDPG with RL Zoo's MuJoCo settings on this machine (`python benchmark/sb3_ddpg_anchors.py`)",
-        "",
-        "| env | steps | per seed: last-10 training / 10 deterministic evaluation episodes | mean (training / eval) "
-        "| steps/sec |",
-        "|---|---|---|---|---|",
-    ]
-    for env_id, steps in sorted(dict.fromkeys((r["env_id"], r["total_timesteps"]) for r in results)):
-        runs = sorted(
-            (r for r in results if (r["env_id"], r["total_timesteps"]) == (env_id, steps)), key=lambda r: r["seed"]
-        )
-        per_seed = ", ".join(f"{r['seed']}: {r['last10_train']:.0f} / {r['eval10']:.0f}" for r in runs)
-        means = f"{np.mean([r['last10_train'] for r in runs]):.0f} / {np.mean([r['eval10'] for r in runs]):.0f}"
-        lines.append(f"| {env_id} | {steps:,} | {per_seed} | {means} | {np.mean([r['sps'] for r in runs]):.0f} |")
-    (RESULTS / "sb3_ddpg_anchors.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    title = "Stable-Baselines3 DDPG with RL Zoo's MuJoCo settings on this machine"
+    run_seeds_and_publish(__doc__.split("\n\n")[0], "sb3_ddpg_anchors", title, train, [1, 2])
 
 
 if __name__ == "__main__":
