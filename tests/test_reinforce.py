@@ -1,8 +1,10 @@
 """reinforce.py: returns and loss against independent references, episode collection, learning."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import CountingEnv
 
 import reinforce
 
@@ -38,19 +40,25 @@ def test_collect_episodes_returns_only_complete_episodes_without_reset_steps():
     policy = reinforce.Policy(1, envs.single_action_space, hidden_size=8)
     episodes, steps, _ = reinforce.collect_episodes(policy, envs, 3, torch.device("cpu"), seed=0)
     assert len(episodes) == 3
-    for episode in episodes:
-        np.testing.assert_array_equal(np.array(episode.obs)[:, 0], [0, 1, 2])
-        np.testing.assert_array_equal(episode.rewards, [1, 2, 3])
+    for episode in episodes:  # (obs, action, reward) per step
+        np.testing.assert_array_equal([obs[0] for obs, _, _ in episode], [0, 1, 2])
+        np.testing.assert_array_equal([reward for _, _, reward in episode], [1, 2, 3])
     # 2 envs: 3 steps, a reset step, 3 steps -> 7 vector steps for the 3rd and 4th episodes
     assert steps == 2 * 7
     envs.close()
 
 
-def test_running_reward_stop_rule(in_tmp_dir, capsys):
-    result = reinforce.main(reinforce.Args(stop_running_reward=15.0, running_reward_alpha=1.0))
-    assert result["episodic_returns"][-1] > 15.0
-    assert all(r <= 15.0 for r in result["episodic_returns"][:-1])
-    assert "solved, stopping" in capsys.readouterr().out
+# Every episode returns 1 + 2 + 3 = 6; the env's own reward_threshold says when it counts as solved.
+gym.register("tests/CountingSolved-v0", entry_point=CountingEnv, kwargs={"terminate_at": 3}, reward_threshold=6.0)
+gym.register("tests/CountingUnsolved-v0", entry_point=CountingEnv, kwargs={"terminate_at": 3}, reward_threshold=6.5)
+
+
+@pytest.mark.parametrize("env_id, solved_at", [("tests/CountingSolved-v0", 1), ("tests/CountingUnsolved-v0", None)])
+def test_solved_is_the_last_10_mean_reaching_the_envs_threshold(env_id, solved_at, in_tmp_dir, capsys):
+    result = reinforce.main(reinforce.Args(env_id=env_id, total_timesteps=60))
+    assert len(result["episodic_returns"]) == 20 and set(result["episodic_returns"]) == {6.0}
+    assert result["solved_at"] == solved_at
+    assert ("solved:" in capsys.readouterr().out) == (solved_at is not None)
 
 
 @pytest.mark.learning
