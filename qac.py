@@ -24,6 +24,7 @@ with every step are exactly the instabilities DDPG later tames with both (ddpg.p
 """
 
 import dataclasses
+import functools
 import glob
 import importlib.util
 import os
@@ -32,8 +33,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -42,10 +41,8 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-ALGORITHM = "qac"  # stored in saved models: --eval-model refuses another script's file
 
-
-@dataclass
+@dataclasses.dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (used in the run folder name)"""
@@ -91,67 +88,24 @@ class Args:
     """write the losses, averaged over this many updates, to TensorBoard"""
 
 
-def usage_error(message: str) -> None:
-    """A user mistake: one line on stderr, exit status 2, no traceback."""
-    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def make_env(env_id: str, video_folder: str | None = None, render: bool = False) -> gym.Env:
+    """One env; with a video_folder its episodes are recorded there, with render they are shown in a window.
+    A Box action is clipped to the bounds on its way to the env (ClipAction); learning keeps the log-prob of
+    the action the policy actually sampled."""
+    env = gym.make(env_id, render_mode="human" if render else "rgb_array" if video_folder else None)
+    if isinstance(env.action_space, gym.spaces.Box):
+        env = gym.wrappers.ClipAction(env)
+    return gym.wrappers.RecordVideo(env, video_folder) if video_folder else env
 
 
-def check_args(args: Args) -> None:
-    """Reject impossible values, unknown envs and unsupported spaces before training starts."""
-    for name in ["total_timesteps", "policy_lr", "q_lr", "num_envs", "log_every", "eval_episodes"]:
-        if not getattr(args, name) > 0:
-            usage_error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    if not 0 <= args.gamma <= 1:
-        usage_error(f"--gamma must be in [0, 1], got {args.gamma}")
-    if args.env_id not in gym.registry:
-        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
-    if args.render and (not args.eval_model or args.capture_video):
-        usage_error("--render shows an --eval-model run in a window, without --capture-video")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        usage_error("--track needs wandb: pip install -e '.[track]'")
-    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-    obs_space, action_space = probe.observation_space, probe.action_space
-    if args.capture_video:
-        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
-            probe.reset(seed=args.seed)
-            probe.render()
-        except (gym.error.DependencyNotInstalled, ImportError) as error:
-            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
-    probe.close()
-    obs_ok = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
-    action_ok = isinstance(action_space, gym.spaces.Discrete) or (
-        isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
-    )
-    if not (obs_ok and action_ok):
-        usage_error(
-            f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
-            "qac.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
-        )
-
-
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, render: bool = False):
-    def thunk():
-        if render and idx == 0:
-            return gym.make(env_id, render_mode="human")
-        if capture_video and idx == 0:
-            env = gym.make(env_id, render_mode="rgb_array")
-            return gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        return gym.make(env_id)
-
-    return thunk
-
-
-def make_vector_env(env_id: str, num_envs: int, capture_video: bool = False, run_name: str = ""):
-    """Vectorized envs with episode statistics.
+def make_vector_env(env_id: str, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
+    """Vectorized envs with episode statistics; with a video_folder, the first env is recorded.
 
     Autoreset mode is NEXT_STEP (gymnasium's default): the observation returned on an episode's
     last step is the real final observation (what a truncated step bootstraps from), and the
     next step of that env only resets it; that reset step is masked out of the update.
     """
-    thunks = [make_env(env_id, i, capture_video, run_name) for i in range(num_envs)]
+    thunks = [functools.partial(make_env, env_id, video_folder if i == 0 else None) for i in range(num_envs)]
     envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
@@ -173,16 +127,9 @@ class Actor(nn.Module):
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        out = self.net(obs)
         if self.is_discrete:
-            return torch.distributions.Categorical(logits=out)
-        return torch.distributions.Independent(torch.distributions.Normal(out, self.log_std.exp()), 1)
-
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        dist = self.distribution(obs)
-        if deterministic:
-            return dist.probs.argmax(-1) if self.is_discrete else dist.mean
-        return dist.sample()
+            return torch.distributions.Categorical(logits=self.net(obs))
+        return torch.distributions.Independent(torch.distributions.Normal(self.net(obs), self.log_std.exp()), 1)
 
 
 class Critic(nn.Module):
@@ -191,10 +138,8 @@ class Critic(nn.Module):
     def __init__(self, obs_dim: int, action_space: gym.Space):
         super().__init__()
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
-        if self.is_discrete:
-            self.net = mlp(obs_dim, int(action_space.n))
-        else:
-            self.net = mlp(obs_dim + int(np.prod(action_space.shape)), 1)
+        action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
+        self.net = mlp(obs_dim, action_dim) if self.is_discrete else mlp(obs_dim + action_dim, 1)
 
     def q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         if self.is_discrete:
@@ -215,122 +160,8 @@ def td_target(rewards: torch.Tensor, next_q: torch.Tensor, terminations: torch.T
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean over the real transitions (mask 1), leaving out the reset steps (mask 0)."""
     return (values * mask).sum() / mask.sum()
-
-
-def save_model(path: str, actor: Actor, critic: Critic, args: Args) -> None:
-    checkpoint = {"algorithm": ALGORITHM, "actor": actor.state_dict(), "critic": critic.state_dict()}
-    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
-
-
-def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
-    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
-    unreadable, another script's, or (env_id given) trained on another env."""
-    if not os.path.isfile(path):
-        usage_error(f"--eval-model {path}: no such file")
-    try:  # weights_only (torch's default): loading runs no code from the file
-        checkpoint = torch.load(path, map_location=device)
-    except Exception as error:
-        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
-    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
-    if saved_by != ALGORITHM:
-        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
-    try:
-        train_args = Args(**checkpoint["args"])
-    except (KeyError, TypeError) as error:
-        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
-    if env_id is not None and env_id != train_args.env_id:
-        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
-    return checkpoint, train_args
-
-
-def evaluate(
-    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
-) -> list[float]:
-    """Play episodes with the saved actor's deterministic action (argmax or Gaussian mean); with a
-    video_name, record them into videos/{video_name}."""
-    checkpoint, train_args = load_model_file(model_path, device)
-    env = make_env(train_args.env_id, 0, bool(video_name), video_name, render)()
-    actor = Actor(env.observation_space.shape[0], env.action_space).to(device)
-    try:
-        actor.load_state_dict(checkpoint["actor"])
-    except RuntimeError as error:  # weights of another shape: saved from another env or network
-        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
-    returns = []
-    for episode in range(eval_episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            with torch.no_grad():
-                action = actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True)
-            action = action.cpu().numpy()
-            if not actor.is_discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
-
-
-def watch(args: Args) -> dict:
-    """--eval-model: play a saved model instead of training, and print its mean return."""
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    # --env-id left at its default means "the model's env"; given, it must be the model's env.
-    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
-    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
-    video_name = f"{run}-eval" if args.capture_video else ""
-    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
-    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
-    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
-
-
-def start_tracking(args: Args, run_name: str):
-    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
-    import wandb
-
-    return wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=run_name,
-        config=dataclasses.asdict(args),
-        sync_tensorboard=True,  # must start before the SummaryWriter it copies
-        save_code=True,
-    )
-
-
-def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
-    """Upload the training videos, then close the W&B run."""
-    import wandb
-
-    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
-        tracker.log({"videos": wandb.Video(video)})
-    tracker.finish(exit_code=exit_code)
-
-
-class CtrlC:
-    """Ctrl-C as a request to stop: the first one only sets `pressed`, and the training loop stops
-    where it next checks, with no TensorBoard write or optimizer step half done (a KeyboardInterrupt
-    raised inside a write can queue an event without waking the writer's thread, and closing the
-    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once.
-    Signal handlers can only be set from the main thread; elsewhere this does nothing."""
-
-    def __init__(self):
-        self.pressed = False
-        self.active = threading.current_thread() is threading.main_thread()
-        if self.active:
-            self.previous = signal.signal(signal.SIGINT, self.press)
-
-    def press(self, signum, frame) -> None:
-        self.pressed = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def restore(self) -> None:
-        if self.active:
-            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
 
 
 def main(args: Args) -> dict:
@@ -347,134 +178,238 @@ def main(args: Args) -> dict:
     # Argument checks in torch.distributions cost time on every call and we never pass bad values.
     torch.distributions.Distribution.set_default_validate_args(False)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-    tracker = start_tracking(args, run_name) if args.track else None
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
-    )
-    envs = make_vector_env(args.env_id, args.num_envs, args.capture_video, run_name)
+    envs = make_vector_env(args.env_id, args.num_envs, f"videos/{run_name}" if args.capture_video else None)
     envs.action_space.seed(args.seed)
     obs_dim, action_space = envs.single_observation_space.shape[0], envs.single_action_space
-    actor, critic = Actor(obs_dim, action_space).to(device), Critic(obs_dim, action_space).to(device)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.q_lr)
-    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+    actor = Actor(obs_dim, action_space).to(device)
+    critic = Critic(obs_dim, action_space).to(device)
+    # One Adam, each network with its own learning rate (Adam updates every parameter on its own).
+    param_groups = [dict(params=actor.parameters(), lr=args.policy_lr), dict(params=critic.parameters(), lr=args.q_lr)]
+    optimizer = torch.optim.Adam(param_groups)
 
     def as_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32, device=device)
 
-    recent_returns: deque[float] = deque(maxlen=20)
-    all_returns: list[float] = []
-    loss_sums: dict[str, float] = {}
+    episodic_returns: list[float] = []
+    stat_sums = torch.zeros(4, device=device)  # the losses below, summed over --log-every updates
     num_updates = 0
-    global_step, next_progress = 0, args.total_timesteps / 20
-    start_time = time.time()
+    global_step = 0
+    next_progress = args.total_timesteps / 20
     obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
     resetting = np.zeros(args.num_envs, dtype=bool)  # NEXT_STEP: this step of env i only resets it
+
+    writer, tracker = start_logging(args, run_name)  # the run folder appears here, just before the Ctrl-C handler
+    start_time = time.time()
     exit_code = 0
-    ctrl_c = CtrlC()
+    # Ctrl-C only sets a flag the loop checks between updates: a KeyboardInterrupt raised inside a
+    # TensorBoard write can queue an event without waking the writer's thread, and closing it stalls.
+    ctrl_c = threading.Event()
+    previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: ctrl_c.set())
     try:
-        while global_step < args.total_timesteps:
-            if ctrl_c.pressed:
-                raise KeyboardInterrupt  # handled below, at a point where nothing is half done
+        while global_step < args.total_timesteps and not ctrl_c.is_set():
             obs_t = as_tensor(obs)
             dist = actor.distribution(obs_t)
             action = dist.sample()
-            env_action = action.cpu().numpy()
-            if not actor.is_discrete:
-                # The env gets the clipped action; learning uses the log-prob of the sampled one.
-                env_action = np.clip(env_action, action_space.low, action_space.high)
-            next_obs, rewards, terminations, truncations, infos = envs.step(env_action)
+            # A Box action is clipped on its way to the env (make_env); learning uses the log-prob of the sampled one.
+            next_obs, rewards, terminations, truncations, infos = envs.step(action.cpu().numpy())
             global_step += args.num_envs
             trainable = as_tensor(~resetting)
 
             if trainable.any():
                 next_obs_t = as_tensor(next_obs)
                 with torch.no_grad():
-                    next_action = actor.distribution(next_obs_t).sample()  # a' ~ pi(s')
+                    next_q = critic.q(next_obs_t, actor.distribution(next_obs_t).sample())  # Q(s', a'), a' ~ pi(s')
                     # y = r + gamma * Q(s', a') * (1 - terminated); s' is the real final obs at an episode end
-                    targets = td_target(
-                        as_tensor(rewards), critic.q(next_obs_t, next_action), as_tensor(terminations), args.gamma
-                    )
+                    targets = td_target(as_tensor(rewards), next_q, as_tensor(terminations), args.gamma)
                 q_values = critic.q(obs_t, action)
                 # (y - Q(s, a))^2, averaged over real transitions (reset steps masked out)
                 critic_loss = masked_mean((targets - q_values).pow(2), trainable)
-                # The actor follows Q but must not train it: the signal is detached.
-                score = q_values.detach()
-                if args.expected_q_baseline:
-                    with torch.no_grad():
-                        score = score - critic.expected_q(obs_t, dist)
-                # -log pi(a|s) * (Q(s, a) - b(s))
-                actor_loss = -masked_mean(dist.log_prob(action) * score, trainable)
-                for name, optimizer, loss in [
-                    ("qf_loss", critic_optimizer, critic_loss),
-                    ("actor_loss", actor_optimizer, actor_loss),
-                ]:
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite {name} ({loss.item()}) at global step {global_step}")
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                stats = {
-                    "qf_loss": critic_loss.item(),
-                    "actor_loss": actor_loss.item(),
-                    "qf_values": masked_mean(q_values.detach(), trainable).item(),
-                    "entropy": masked_mean(dist.entropy().detach(), trainable).item(),
-                }
-                for name, value in stats.items():
-                    loss_sums[name] = loss_sums.get(name, 0.0) + value
+                # -log pi(a|s) * (Q(s, a) - b(s)): the actor follows Q but must not train it (Q and b detached)
+                with torch.no_grad():
+                    baseline = critic.expected_q(obs_t, dist) if args.expected_q_baseline else 0.0
+                actor_loss = -masked_mean(dist.log_prob(action) * (q_values.detach() - baseline), trainable)
+                # The two losses share no parameters: one backward gives each network its own gradient.
+                loss = critic_loss + actor_loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite qf_loss + actor_loss at global step {global_step}")
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():  # summed on the device, read once per --log-every updates
+                    q_mean = masked_mean(q_values, trainable)
+                    entropy = masked_mean(dist.entropy(), trainable)
+                    stat_sums += torch.stack([critic_loss, actor_loss, q_mean, entropy])
                 num_updates += 1
 
-            if "episode" in infos:
-                for i in np.flatnonzero(infos["_episode"]):
-                    recent_returns.append(float(infos["episode"]["r"][i]))
-                    all_returns.append(recent_returns[-1])
-                    writer.add_scalar("charts/episodic_return", recent_returns[-1], global_step)
-                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+            record_episodes(writer, infos, global_step, episodic_returns)
             obs, resetting = next_obs, terminations | truncations
 
+            sps = int(global_step / (time.time() - start_time))
             if num_updates == args.log_every or global_step >= args.total_timesteps:
-                for name, total in loss_sums.items():
-                    writer.add_scalar(f"losses/{name}", total / max(num_updates, 1), global_step)
-                loss_sums, num_updates = {}, 0
+                for index, name in enumerate(["qf_loss", "actor_loss", "qf_values", "entropy"]):
+                    writer.add_scalar(f"losses/{name}", stat_sums[index].item() / max(num_updates, 1), global_step)
+                stat_sums = torch.zeros_like(stat_sums)
+                num_updates = 0
                 writer.add_scalar("charts/learning_rate", args.policy_lr, global_step)
-                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
             if global_step >= next_progress or global_step >= args.total_timesteps:
                 next_progress += args.total_timesteps / 20
-                mean_recent = np.mean(recent_returns) if recent_returns else float("nan")
-                print(
-                    f"global_step={global_step:>8d} ({100 * min(global_step / args.total_timesteps, 1):3.0f}%)  "
-                    f"mean_return(last 20)={mean_recent:8.2f}  SPS={int(global_step / (time.time() - start_time))}"
-                )
-    except KeyboardInterrupt:
-        print(f"interrupted at global_step={global_step}; closing cleanly", file=sys.stderr)
-        exit_code = 130
+                print(progress_line(global_step, args.total_timesteps, episodic_returns, sps))
     except FloatingPointError as error:
         print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
         exit_code = 1
     finally:
-        ctrl_c.restore()  # Ctrl-C is back to its usual meaning
-        if args.save_model and exit_code != 1:
-            save_model(model_path, actor, critic, args)
-            print(f"model saved to {model_path}")
+        signal.signal(signal.SIGINT, previous_sigint)
         envs.close()
+    exit_code = 130 if ctrl_c.is_set() else exit_code
+    return finish_run(args, run_name, writer, tracker, exit_code, actor, episodic_returns)
 
+
+# --- Plumbing: the algorithm is complete above; below are validation, saving, evaluation, logging and Ctrl-C. ---
+
+ALGORITHM = "qac"  # stored in saved models: --eval-model refuses another script's file
+FLAG_RULES = [  # (what is allowed, the test, the flags it applies to)
+    ("> 0", lambda value: value > 0, ["total_timesteps", "policy_lr", "q_lr", "num_envs"]),
+    ("> 0", lambda value: value > 0, ["log_every", "eval_episodes"]),
+    ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma"]),
+]
+
+
+def usage_error(message: str) -> None:
+    """A user mistake: one line on stderr, exit status 2, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args: Args) -> None:
+    """Stop with one line and exit 2, before any env is made, at the first flag that breaks its rule, an
+    unknown env id, a missing optional package or a space this script does not support."""
+    for rule, allowed, names in FLAG_RULES:
+        for name in names:
+            if not allowed(getattr(args, name)):
+                usage_error(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+    if args.env_id not in gym.registry:
+        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
+    for flag, module, extra in [("capture_video", "moviepy", "video"), ("track", "wandb", "track")]:
+        if getattr(args, flag) and importlib.util.find_spec(module) is None:
+            usage_error(f"--{flag.replace('_', '-')} needs {module}: pip install -e '.[{extra}]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    if args.capture_video:
+        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
+            probe.reset(seed=args.seed)
+            probe.render()
+        except (gym.error.DependencyNotInstalled, ImportError) as error:
+            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
+    probe.close()
+    obs_space, action_space = probe.observation_space, probe.action_space
+    one_d_box = [isinstance(space, gym.spaces.Box) and len(space.shape) == 1 for space in (obs_space, action_space)]
+    if not (one_d_box[0] and (one_d_box[1] or isinstance(action_space, gym.spaces.Discrete))):
+        supported = f"{ALGORITHM}.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
+        usage_error(f"{args.env_id} has observation space {obs_space} and action space {action_space}; {supported}")
+
+
+def recent_mean(episodic_returns: list[float]) -> float:
+    """The mean return of the last 10 finished episodes (nan before the first)."""
+    return float(np.mean(episodic_returns[-10:])) if episodic_returns else float("nan")
+
+
+def progress_line(global_step: int, total_timesteps: int, episodic_returns: list[float], sps: int) -> str:
+    share_done = 100 * min(global_step / total_timesteps, 1)
+    recent = recent_mean(episodic_returns)
+    return f"global_step={global_step:>8d} ({share_done:3.0f}%)  mean_return(last 10)={recent:9.2f}  SPS={sps}"
+
+
+def record_episodes(writer: SummaryWriter, infos: dict, global_step: int, episodic_returns: list[float]) -> None:
+    """Log the return and length of every episode that ended at this step, and keep its return."""
+    for i in np.flatnonzero(infos.get("_episode", [])):
+        episodic_returns.append(float(infos["episode"]["r"][i]))
+        writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+        writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+
+
+def start_logging(args: Args, run_name: str):
+    """The TensorBoard writer with the flags as a table, and with --track a Weights & Biases run that
+    mirrors it (wandb imported only then; sync_tensorboard must start before the writer it copies)."""
+    tracker = None
+    if args.track:
+        import wandb
+
+        settings = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, sync_tensorboard=True)
+        tracker = wandb.init(**settings, config=dataclasses.asdict(args))
+    writer = SummaryWriter(f"runs/{run_name}")
+    table = "\n".join(f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer, tracker
+
+
+def finish_run(args: Args, run_name: str, writer, tracker, exit_code: int, actor: Actor, episodic_returns) -> dict:
+    """After training: with --save-model save the actor (unless the run failed) and, if the run completed,
+    evaluate the saved file; close the writer and the W&B run (uploading the training videos); exit on a failure."""
+    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+    if args.save_model and exit_code != 1:
+        torch.save({"algorithm": ALGORITHM, "args": dataclasses.asdict(args), "model": actor.state_dict()}, model_path)
+        print(f"model saved to {model_path}")
     eval_returns = []
     if args.save_model and exit_code == 0:
-        eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
+        eval_returns = watch(dataclasses.replace(args, eval_model=model_path, capture_video=False))["eval_returns"]
         for episode, episodic_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", episodic_return, episode)
-        print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
     writer.close()
-    mean_recent = np.mean(recent_returns) if recent_returns else float("nan")
-    print(f"final mean_return(last 20)={mean_recent:.2f}  run: runs/{run_name}")
+    if exit_code == 130:
+        print("interrupted by Ctrl-C; the run was closed cleanly", file=sys.stderr)
+    print(f"final mean_return(last 10)={recent_mean(episodic_returns):.2f}  run: runs/{run_name}")
     if tracker is not None:
-        finish_tracking(tracker, run_name, exit_code)
+        import wandb
+
+        for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+            tracker.log({"videos": wandb.Video(video)})
+        tracker.finish(exit_code=exit_code)
     if exit_code:
         sys.exit(exit_code)
-    return {"run_name": run_name, "episodic_returns": all_returns, "eval_returns": eval_returns}
+    return {"run_name": run_name, "episodic_returns": episodic_returns, "eval_returns": eval_returns}
+
+
+def watch(args: Args) -> dict:
+    """--eval-model (and the evaluation after training): play the saved actor's deterministic action (argmax
+    or the Gaussian mean) on its env for --eval-episodes episodes reset with seed + 10_000, + 1, ..., and print
+    the mean return. A file that is missing, not a model file, another script's, or whose weights do not fit
+    its env: one line, exit 2."""
+    device = torch.device("cpu")  # playing a small actor: the CPU is fast enough
+    video_name = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model))) + "-eval"
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(args.eval_model, map_location=device)
+        if checkpoint["algorithm"] != ALGORITHM:
+            raise ValueError(f"saved by {checkpoint['algorithm']}.py")
+        train_args = Args(**checkpoint["args"])
+        env = make_env(train_args.env_id, f"videos/{video_name}" if args.capture_video else None, args.render)
+        actor = Actor(env.observation_space.shape[0], env.action_space)
+        actor.load_state_dict(checkpoint["model"])
+    except FileNotFoundError:
+        usage_error(f"--eval-model {args.eval_model}: no such file")
+    except Exception as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        why = f"not a model file saved by {ALGORITHM}.py, or its weights do not fit its env ({reason})"
+        usage_error(f"--eval-model {args.eval_model}: {why}")
+    if args.env_id not in (Args.env_id, train_args.env_id):  # left at its default, --env-id means "the model's"
+        usage_error(f"--eval-model {args.eval_model} was trained on {train_args.env_id}, not --env-id {args.env_id}")
+    returns = []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 + episode)
+        done, total = False, 0.0
+        while not done:
+            with torch.no_grad():
+                dist = actor.distribution(torch.as_tensor(obs, dtype=torch.float32))
+                action = dist.probs.argmax(-1) if actor.is_discrete else dist.mean
+            obs, reward, terminated, truncated, _ = env.step(action.numpy())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if args.capture_video else None}
 
 
 if __name__ == "__main__":

@@ -58,6 +58,41 @@ def test_actor_loss_does_not_reach_the_critic():
     assert any(p.grad is not None for p in actor.parameters())
 
 
+def test_one_backward_gives_each_network_the_gradient_of_its_own_loss():
+    # main() steps both networks from one backward of critic_loss + actor_loss: the two losses share no
+    # parameter, so each network gets exactly the gradient its own loss alone would give it.
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    actor, critic = qac.Actor(3, space), qac.Critic(3, space)
+    obs, targets = torch.randn(5, 3), torch.randn(5)
+
+    def losses():
+        dist = actor.distribution(obs)
+        action = dist.sample()
+        q_values = critic.q(obs, action)
+        with torch.no_grad():
+            baseline = critic.expected_q(obs, dist)
+        return (targets - q_values).pow(2).mean(), -(dist.log_prob(action) * (q_values.detach() - baseline)).mean()
+
+    torch.manual_seed(0)
+    critic_loss, actor_loss = losses()
+    critic_loss.backward()
+    actor_loss.backward()
+    separate = [p.grad.clone() for p in [*actor.parameters(), *critic.parameters()]]
+    actor.zero_grad()
+    critic.zero_grad()
+    torch.manual_seed(0)
+    sum(losses()).backward()
+    for grad, param in zip(separate, [*actor.parameters(), *critic.parameters()], strict=True):
+        torch.testing.assert_close(param.grad, grad, rtol=0, atol=0)
+
+
+def test_box_actions_are_clipped_on_their_way_to_the_env():
+    env = qac.make_env("Pendulum-v1")  # torque bounds [-2, 2]
+    for action, clipped in [(5.0, 2.0), (-5.0, -2.0), (1.5, 1.5)]:
+        assert env.action(np.array([action], dtype=np.float32)).tolist() == [clipped]
+    assert not isinstance(qac.make_env("CartPole-v1"), gym.wrappers.ClipAction)
+
+
 @pytest.mark.learning
 def test_learns_cartpole(in_tmp_dir, capsys):
     result = qac.main(qac.Args(env_id="CartPole-v1", seed=1, total_timesteps=80_000))
