@@ -1,10 +1,17 @@
-"""a2c.py: n-step returns and GAE against plain references, the loss by hand, evaluation, learning."""
+"""a2c.py: n-step returns and GAE against plain references, the loss by hand, the kind defaults, subprocess envs
+(same run as in-process, a dead worker stops the run), an old model file refused, learning."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import read_scalars, run_dirs
 
 import a2c
 
@@ -90,10 +97,10 @@ def test_a2c_loss_by_hand_ignores_masked_rows():
 
 
 def test_defaults_follow_the_action_space_unless_given():
-    discrete = a2c.resolve_defaults(a2c.Args(env_id="CartPole-v1"))
+    discrete = a2c.check_args(a2c.Args(env_id="CartPole-v1"))
     assert (discrete.learning_rate, discrete.gamma, discrete.gae_lambda, discrete.norm_obs, discrete.norm_reward) == (
         8.3e-4, 0.995, 1.0, False, False)  # fmt: skip
-    box = a2c.resolve_defaults(a2c.Args(env_id="Pendulum-v1"))
+    box = a2c.check_args(a2c.Args(env_id="Pendulum-v1"))
     assert (box.learning_rate, box.gamma, box.gae_lambda, box.norm_obs, box.norm_reward) == (
         2e-3,
         0.99,
@@ -103,7 +110,7 @@ def test_defaults_follow_the_action_space_unless_given():
     )
     # Box: 2e-3 / sqrt(action dimensions), so a 4-D action space gets 1e-3.
     assert a2c.default_learning_rate(gym.spaces.Box(-1, 1, (4,))) == pytest.approx(1e-3)
-    given = a2c.resolve_defaults(a2c.Args(env_id="Pendulum-v1", learning_rate=1e-4, gae_lambda=1.0, norm_obs=False))
+    given = a2c.check_args(a2c.Args(env_id="Pendulum-v1", learning_rate=1e-4, gae_lambda=1.0, norm_obs=False))
     assert (given.learning_rate, given.gae_lambda, given.norm_obs) == (1e-4, 1.0, False)
 
 
@@ -117,24 +124,83 @@ def test_initial_action_std_is_a_fraction_of_each_half_range():
     torch.testing.assert_close(actions.std(0), torch.tensor([1.0, 0.25, 0.5]), rtol=0.03, atol=0)
 
 
-def test_periodic_evaluation_on_a_test_env(in_tmp_dir):
-    flags = a2c.Args(total_timesteps=2000, eval_frequency=800, eval_episodes=2, num_envs=4)
-    a2c.main(flags)
-    [run_dir] = run_dirs(in_tmp_dir)
-    steps = [step for step, _ in read_scalars(run_dir)["eval/episodic_return"]]
-    # Two episodes at the first update past 800 and 1600 steps, and two at the end of the run.
-    assert steps == [800, 800, 1600, 1600, 2000, 2000]
+def test_a_model_file_of_the_old_format_is_refused_with_one_line(tmp_path, capsys):
+    # Before issue 29 "obs_rms" was one stacked (mean, var) tensor; now it is {"mean": ..., "var": ...}.
+    args = a2c.check_args(a2c.Args(env_id="Pendulum-v1"))
+    agent = a2c.Agent(3, gym.make("Pendulum-v1").action_space)
+    old = {"algorithm": "a2c", "args": dataclasses.asdict(args), "model": agent.state_dict()}
+    torch.save({**old, "obs_rms": torch.zeros(2, 3, dtype=torch.float64)}, tmp_path / "old.pt")
+    with pytest.raises(SystemExit) as stop:
+        a2c.main(a2c.Args(eval_model=str(tmp_path / "old.pt")))
+    assert stop.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "old.pt: not a model file saved by a2c.py" in lines[0], lines
 
 
 def test_async_envs_give_the_same_run_as_sync_envs(in_tmp_dir):
-    common = dict(total_timesteps=600, eval_frequency=0, num_envs=2, seed=3)
+    common = dict(total_timesteps=600, num_envs=2, seed=3)
     sync_returns = a2c.main(a2c.Args(**common))["episodic_returns"]
     async_returns = a2c.main(a2c.Args(**common, async_envs=True))["episodic_returns"]
     assert sync_returns and sync_returns == async_returns
 
 
+def start_async_run(tmp_path, **popen_options) -> tuple[subprocess.Popen, list[int]]:
+    """a2c.py with two env worker processes, once it is training (its first progress line); with the workers' pids."""
+    process = subprocess.Popen(
+        [sys.executable, a2c.__file__, "--async-envs", "--num-envs", "2", "--total-timesteps", "400000"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen_options,
+    )
+    first_line = process.stdout.readline()
+    assert first_line.startswith("global_step="), first_line + process.stderr.read()
+    return process, child_pids(process.pid)
+
+
+def test_dead_env_worker_stops_the_run_naming_it(tmp_path):
+    process, workers = start_async_run(tmp_path)
+    try:
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"env worker 1 (pid {workers[1]})" in lines[0] and "died" in lines[0], stderr
+    assert not child_pids(process.pid), "an env worker outlived the run"
+
+
+def test_ctrl_c_from_a_terminal_stops_the_env_workers_cleanly(tmp_path):
+    # A terminal's Ctrl-C reaches the whole process group, workers included: only the main process acts on it.
+    process, workers = start_async_run(tmp_path, start_new_session=True)
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "died" not in stderr, stderr
+    assert not child_pids(process.pid), "an env worker outlived the run"
+
+
+def child_pids(pid: int) -> list[int]:
+    """Child pids of pid, from /proc (no psutil needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
 @pytest.mark.learning
 def test_learns_cartpole(in_tmp_dir):
-    returns = a2c.main(a2c.Args(seed=1, total_timesteps=100_000, eval_frequency=0))["episodic_returns"]
+    returns = a2c.main(a2c.Args(seed=1, total_timesteps=100_000))["episodic_returns"]
     # Random play scores ~22; seed 1 reaches ~260 by 100k steps.
     assert np.mean(returns[-10:]) >= 200
