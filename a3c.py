@@ -36,8 +36,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
-from collections import deque
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -47,8 +45,6 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
-
-ALGORITHM = "a3c"  # stored in saved models: --eval-model refuses another script's file
 
 
 @dataclass
@@ -122,75 +118,23 @@ class Args:
     half-range (high - low) / 2 (of 1 where a bound is infinite), as in a2c.py and ppo.py"""
 
 
-def usage_error(message: str) -> None:
-    """A user mistake: one line on stderr, exit status 2, no traceback."""
-    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def check_args(args: Args) -> Args:
-    """Reject impossible values and unsupported envs before any process starts; fill num_workers."""
-    positive = ["total_timesteps", "num_workers", "num_steps", "eval_episodes", "learning_rate", "max_grad_norm"]
-    for name in [*positive, "init_action_std"]:
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            usage_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    for name in ["gamma", "gae_lambda"]:
-        if getattr(args, name) is not None and not 0 <= getattr(args, name) <= 1:
-            usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ["ent_coef", "vf_coef"]:
-        if not getattr(args, name) >= 0:
-            usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    module, _, env_name = args.env_id.rpartition(":")
-    if module:  # gymnasium's "module:EnvId" form: importing the module registers the env
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            usage_error(f"--env-id {args.env_id!r}: cannot import {module!r} ({error})")
-    if env_name not in gym.registry:
-        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
-    if args.render and (not args.eval_model or args.capture_video):
-        usage_error("--render shows an --eval-model run in a window, without --capture-video")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        usage_error("--track needs wandb: pip install -e '.[track]'")
-    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-    obs_space, action_space = probe.observation_space, probe.action_space
-    if args.capture_video:
-        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
-            probe.reset(seed=args.seed)
-            probe.render()
-        except (gym.error.DependencyNotInstalled, ImportError) as error:
-            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
-    probe.close()
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    box_actions = isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1 and (discrete or box_actions)):
-        usage_error(
-            f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
-            "a3c.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
-        )
-    return dataclasses.replace(
-        args,
-        num_workers=args.num_workers or os.cpu_count() or 1,
-        gamma=(0.995 if discrete else 0.99) if args.gamma is None else args.gamma,
-        gae_lambda=(1.0 if discrete else 0.9) if args.gae_lambda is None else args.gae_lambda,
-        norm_obs=not discrete if args.norm_obs is None else args.norm_obs,
-        norm_reward=True if args.norm_reward is None else args.norm_reward,
-    )
+# The defaults that depend on the action-space kind, filled by check_args (the Args docstrings say why):
+# Discrete: gamma 0.995, gae_lambda 1.0 (the paper's n-step returns), no observation normalization;
+# Box: gamma 0.99, gae_lambda 0.9, observation normalization. Reward scaling is on for both.
+KIND_DEFAULTS = {
+    "discrete": dict(gamma=0.995, gae_lambda=1.0, norm_obs=False, norm_reward=True),
+    "box": dict(gamma=0.99, gae_lambda=0.9, norm_obs=True, norm_reward=True),
+}
 
 
 def make_env(args: Args, worker_id: int, run_name: str) -> gym.Env:
-    """One worker's env. A single env needs no autoreset mode: the worker sees the episode end
-    (and the real final observation) itself and calls reset()."""
-    if args.render and worker_id == 0:
-        env = gym.make(args.env_id, render_mode="human")
-    elif args.capture_video and worker_id == 0:
-        env = gym.make(args.env_id, render_mode="rgb_array")
+    """One worker's env (worker 0's shows a window with --render, or is recorded with --capture-video).
+    A single env needs no autoreset mode: the worker sees the episode end (and the real final
+    observation) itself and calls reset()."""
+    render_mode = "human" if args.render else "rgb_array" if args.capture_video else None
+    env = gym.make(args.env_id, render_mode=render_mode if worker_id == 0 else None)
+    if args.capture_video and worker_id == 0:
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-    else:
-        env = gym.make(args.env_id)
     return gym.wrappers.RecordEpisodeStatistics(env)
 
 
@@ -214,13 +158,8 @@ class Agent(nn.Module):
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
 
         def mlp(out_dim: int, out_std: float) -> nn.Sequential:
-            return nn.Sequential(
-                layer_init(nn.Linear(obs_dim, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, out_dim), std=out_std),
-            )
+            hidden = [layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh()]
+            return nn.Sequential(*hidden, layer_init(nn.Linear(64, out_dim), std=out_std))
 
         self.critic = mlp(1, out_std=1.0)
         # A small last layer makes the initial policy near-uniform / near-zero mean.
@@ -233,16 +172,12 @@ class Agent(nn.Module):
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions for a batch of observations: sampled, or argmax / Gaussian mean if deterministic."""
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sampled actions for a batch of observations (watch plays the argmax / the Gaussian mean)."""
         policy_out = self.actor(obs)
-        if self.is_discrete:
-            if deterministic:
-                return policy_out.argmax(-1)
-            # Gumbel-max trick: argmax(logits + Gumbel noise) ~ Categorical(logits).
+        if self.is_discrete:  # Gumbel-max trick: argmax(logits + Gumbel noise) ~ Categorical(logits)
             return (policy_out - torch.log(-torch.log(torch.rand_like(policy_out)))).argmax(-1)
-        if deterministic:
-            return policy_out
         return policy_out + torch.randn_like(policy_out) * self.actor_logstd.exp()
 
     def log_prob_and_entropy(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,7 +215,9 @@ class SharedAdam:
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
-        self.lr, self.betas, self.eps = lr, betas, eps
+        self.lr = lr
+        self.betas = betas
+        self.eps = eps
         self.exp_avg = [torch.zeros_like(p).share_memory_() for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p).share_memory_() for p in self.params]
         self.step_count = torch.zeros((), dtype=torch.long).share_memory_()
@@ -373,16 +310,9 @@ def compute_gae(values: np.ndarray, rewards: np.ndarray, bootstrap_value: float,
     return advantages
 
 
-def a3c_loss(
-    log_probs: torch.Tensor,
-    entropy: torch.Tensor,
-    values: torch.Tensor,
-    returns: torch.Tensor,
-    vf_coef: float,
-    ent_coef: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
+def a3c_loss(log_probs, entropy, values, returns, vf_coef: float, ent_coef: float) -> tuple[torch.Tensor, dict]:
     """actor + vf_coef * critic - ent_coef * entropy, with A = R - V(s):
-    actor = -mean(log pi(a|s) * A.detach()), critic = mean(A^2)."""
+    actor = -mean(log pi(a|s) * A.detach()), critic = mean(A^2). All four tensors are one rollout's."""
     advantages = returns - values
     policy_loss = -(log_probs * advantages.detach()).mean()
     value_loss = advantages.pow(2).mean()
@@ -392,295 +322,110 @@ def a3c_loss(
     return loss, stats
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+def worker(worker_id: int, args: Args, run_name: str, shared: tuple) -> None:
+    """One A3C worker process: copy the global weights, act, compute returns, push gradients to the
+    shared model; repeat until the shared global step reaches the budget.
 
-
-def worker(
-    worker_id: int,
-    args: Args,
-    run_name: str,
-    main_pid: int,
-    global_agent: Agent,
-    optimizer: SharedAdam,
-    obs_stats: SharedRunningStats | None,
-    return_stats: SharedRunningStats | None,
-    global_step: mp.Value,
-    start_event: mp.Event,
-    stop_event: mp.Event,
-    messages: mp.Queue,
-) -> None:
-    """One A3C worker process: act, compute returns, push gradients to the shared model; repeat."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    try:
-        torch.set_num_threads(1)
-        seed = args.seed + worker_id
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        env = make_env(args, worker_id, run_name)
-        env.action_space.seed(seed)
-        low, high = (None, None) if global_agent.is_discrete else (env.action_space.low, env.action_space.high)
-        local_agent = Agent(env.observation_space.shape[0], env.action_space)
-        local_params = list(local_agent.parameters())
-        obs_mean, obs_scale, reward_scale = 0.0, 1.0, 1.0
-        discounted_return = 0.0  # G_t = r_t + gamma * G_{t-1} within an episode, for reward scaling
-
-        def normalized(observation: np.ndarray) -> torch.Tensor:
-            if obs_stats is not None:  # nothing to compute on the hot path without normalization
-                observation = (observation - obs_mean) / obs_scale
-            return torch.as_tensor(observation, dtype=torch.float32)
-
-        loss_sums, num_updates, logged_updates = {}, 0, 0
-        obs, _ = env.reset(seed=seed)
-        messages.put(("ready", worker_id, None))
-        # A worker whose main process vanished (killed outright) gets a new parent: it stops then. The
-        # main process passes its pid: one read here could already see the new parent if the main
-        # process died while this worker was still starting.
-        while not start_event.wait(timeout=1.0) and os.getppid() == main_pid:
-            pass
-        while not stop_event.is_set() and global_step.value < args.total_timesteps and os.getppid() == main_pid:
-            local_agent.load_state_dict(global_agent.state_dict())
-            if obs_stats is not None:
-                obs_mean, obs_scale = obs_stats.snapshot()
-            if return_stats is not None:
-                reward_scale = return_stats.snapshot()[1]
-            raw_obs, rollout_obs, rollout_actions, rewards = [], [], [], []
-            terminated = truncated = False
-            for _ in range(args.num_steps):
-                raw_obs.append(obs)
-                obs_tensor = normalized(obs)
-                with torch.no_grad():
-                    action = local_agent.act(obs_tensor.unsqueeze(0))[0]
-                rollout_obs.append(obs_tensor)
-                rollout_actions.append(action)
-                # The env gets the clipped action; learning uses the log-prob of the sampled one.
-                env_action = action.item() if low is None else np.clip(action.numpy(), low, high)
-                obs, reward, terminated, truncated, info = env.step(env_action)
-                rewards.append(float(reward))
-                if terminated or truncated:
-                    break
-            with global_step.get_lock():
-                global_step.value += len(rewards)
-                step_now = global_step.value
-            if terminated or truncated:
-                messages.put(("episode", worker_id, (step_now, float(info["episode"]["r"]), int(info["episode"]["l"]))))
-
-            if obs_stats is not None:
-                obs_stats.update(np.stack(raw_obs))
-            if return_stats is not None:
-                discounted_returns = []
-                for reward in rewards:
-                    discounted_return = reward + args.gamma * discounted_return
-                    discounted_returns.append(discounted_return)
-                return_stats.update(np.array(discounted_returns))
-                if terminated or truncated:
-                    discounted_return = 0.0
-            scaled_rewards = np.array(rewards) / reward_scale
-
-            obs_batch = torch.stack(rollout_obs)
-            log_probs, entropy = local_agent.log_prob_and_entropy(obs_batch, torch.stack(rollout_actions))
-            values = local_agent.get_value(obs_batch)
-            with torch.no_grad():  # obs is the real final observation after a truncation
-                bootstrap = 0.0 if terminated else float(local_agent.get_value(normalized(obs)))
-            if args.gae_lambda == 1.0:
-                returns = n_step_returns(scaled_rewards, bootstrap, args.gamma)
-            else:  # R_t = A_t + V(s_t), so R_t - V(s_t) in the loss is the GAE advantage
-                value_array = values.detach().numpy()
-                returns = compute_gae(value_array, scaled_rewards, bootstrap, args.gamma, args.gae_lambda) + value_array
-            returns = torch.as_tensor(returns, dtype=torch.float32)
-            loss, stats = a3c_loss(log_probs, entropy, values, returns, args.vf_coef, args.ent_coef)
-            if not np.isfinite(loss.item()):
-                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at global step {step_now}")
-            local_agent.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(local_params, args.max_grad_norm)
-            lr = args.learning_rate * max(0.0, 1.0 - step_now / args.total_timesteps) if args.anneal_lr else None
-            optimizer.step([p.grad for p in local_params], lr)
-
-            if terminated or truncated:
-                obs, _ = env.reset()
-            for name, value in stats.items():
-                loss_sums[name] = loss_sums.get(name, 0.0) + value
-            num_updates += 1
-            # The main process logs the mean over each block of 100 updates (and the last, shorter one).
-            last = stop_event.is_set() or global_step.value >= args.total_timesteps
-            if num_updates % 100 == 0 or last:
-                means = {name: total / (num_updates - logged_updates) for name, total in loss_sums.items()}
-                messages.put(("losses", worker_id, (step_now, means, lr or args.learning_rate)))
-                loss_sums, logged_updates = {}, num_updates
-        if os.getppid() != main_pid:
-            messages.cancel_join_thread()  # nobody reads the queue any more: exit without flushing it
-        env.close()
-    except Exception as error:  # reported to the main process, which stops the run and names this worker
-        messages.put(("error", worker_id, f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
-        sys.exit(1)
-
-
-def save_model(path: str, agent: Agent, obs_stats: SharedRunningStats | None, args: Args) -> None:
-    """Weights plus the observation statistics (mean, scale) the policy acts on: everything needed to act."""
-    normalization = None if obs_stats is None else [torch.as_tensor(x) for x in obs_stats.snapshot()]
-    checkpoint = {"algorithm": ALGORITHM, "model": agent.state_dict(), "obs_normalization": normalization}
-    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
-
-
-def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
-    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
-    unreadable, another script's, or (env_id given) trained on another env."""
-    if not os.path.isfile(path):
-        usage_error(f"--eval-model {path}: no such file")
-    try:  # weights_only (torch's default): loading runs no code from the file
-        checkpoint = torch.load(path, map_location=device)
-    except Exception as error:
-        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
-    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
-    if saved_by != ALGORITHM:
-        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
-    try:
-        train_args = Args(**checkpoint["args"])
-    except (KeyError, TypeError) as error:
-        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
-    if env_id is not None and env_id != train_args.env_id:
-        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
-    return checkpoint, train_args
-
-
-def evaluate(
-    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
-) -> list[float]:
-    """Play the saved model with its deterministic action (argmax / Gaussian mean) on a fresh env;
-    with a video_name, record the episodes into videos/{video_name}."""
-    checkpoint, train_args = load_model_file(model_path, device)
-    env = make_env(dataclasses.replace(train_args, capture_video=bool(video_name), render=render), 0, video_name)
-    agent = Agent(env.observation_space.shape[0], env.action_space).to(device)
-    try:
-        agent.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:  # weights of another shape: saved from another env or network
-        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
-    obs_mean, obs_scale = [x.numpy() for x in checkpoint["obs_normalization"] or (torch.zeros(1), torch.ones(1))]
-    returns = []
-    obs, _ = env.reset(seed=seed)
-    while len(returns) < eval_episodes:
-        policy_input = torch.as_tensor((obs - obs_mean) / obs_scale, dtype=torch.float32, device=device)
-        with torch.no_grad():
-            action = agent.act(policy_input, deterministic=True).cpu()
-        action = (
-            action.item() if agent.is_discrete else np.clip(action.numpy(), env.action_space.low, env.action_space.high)
-        )
-        obs, _, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            returns.append(float(info["episode"]["r"]))
-            obs, _ = env.reset()
-    env.close()
-    return returns
-
-
-def watch(args: Args) -> dict:
-    """--eval-model: play a saved model instead of training, and print its mean return."""
-    device = torch.device("cpu")  # as in training: the workers' model is a CPU model
-    # --env-id left at its default means "the model's env"; given, it must be the model's env.
-    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
-    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
-    video_name = f"{run}-eval" if args.capture_video else ""
-    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
-    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
-    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
-
-
-def start_tracking(args: Args, run_name: str):
-    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
-    import wandb
-
-    return wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=run_name,
-        config=dataclasses.asdict(args),
-        sync_tensorboard=True,  # must start before the SummaryWriter it copies
-        save_code=True,
-    )
-
-
-def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
-    """Upload the training videos, then close the W&B run."""
-    import wandb
-
-    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
-        tracker.log({"videos": wandb.Video(video)})
-    tracker.finish(exit_code=exit_code)
-
-
-def describe_exit(process: mp.Process) -> str:
-    """'exit code N' or 'killed by signal NAME' for a finished process."""
-    if process.exitcode is not None and process.exitcode < 0:
-        return f"killed by signal {signal.Signals(-process.exitcode).name}"
-    return f"exit code {process.exitcode}"
-
-
-def stop_workers(processes: list[mp.Process], stop_event: mp.Event, messages: mp.Queue, grace: float = 5.0) -> list:
-    """Ask every worker to stop and join them all; return the messages they still sent.
-
-    The queue is drained while they finish (a process cannot exit while its queued messages
-    are unread), and a worker still alive after `grace` seconds is killed (for example one
-    blocked on a lock that a killed worker held).
+    shared is what the main process shares with every worker: its pid, then global_agent, optimizer,
+    obs_stats and return_stats (None when off), global_step and ready (how many workers have made their
+    env), which live in shared memory, the stop_event it sets, and the messages queue, which carries
+    ("scalars", worker_id, step, {tag: value}) for TensorBoard to the main process. worker_process (below
+    the plumbing line) runs this function and reports its exception to the main process.
     """
-    stop_event.set()
-    drained = []
-    deadline = time.time() + grace
-    while any(p.is_alive() for p in processes) and time.time() < deadline:
-        try:
-            drained.append(messages.get(timeout=0.05))
-        except queue.Empty:
-            pass
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-        process.join()
-    while True:  # every worker has exited, so this ends
-        try:
-            drained.append(messages.get(timeout=0.05))
-        except queue.Empty:
-            return drained
+    main_pid, global_agent, optimizer, obs_stats, return_stats, global_step, ready, stop_event, messages = shared
+    seed = args.seed + worker_id
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    env = make_env(args, worker_id, run_name)
+    env.action_space.seed(seed)
+    low, high = (None, None) if global_agent.is_discrete else (env.action_space.low, env.action_space.high)
+    local_agent = Agent(env.observation_space.shape[0], env.action_space)
+    local_params = list(local_agent.parameters())
+    discounted_return = 0.0  # G_t = r_t + gamma * G_{t-1} within an episode, whose std scales the rewards
+    update_stats = []  # the loss statistics of the updates since the last "losses/" report
 
+    def policy_input(observations: np.ndarray) -> torch.Tensor:
+        """Observations as the policy sees them: normalized with this rollout's statistics, if on."""
+        if obs_stats is not None:  # nothing to compute on the hot path without normalization
+            observations = (observations - obs_mean) / obs_scale
+        return torch.as_tensor(observations, dtype=torch.float32)
 
-def describe_failure(processes: list[mp.Process], reports: list, first_dead: int | None) -> str | None:
-    """Name the failed worker and why: the exception a worker sent, else how the worker that
-    died first died (workers killed later by stop_workers are a consequence, not the cause)."""
-    for kind, worker_id, payload in reports:
-        if kind == "error":
-            return f"worker {worker_id} (pid {processes[worker_id].pid}) failed: {payload.strip()}"
-    if first_dead is not None:
-        process = processes[first_dead]
-        return f"worker {first_dead} (pid {process.pid}) died ({describe_exit(process)})"
-    return None
+    obs, _ = env.reset(seed=seed)
+    with ready.get_lock():  # the main process counts steps/sec from when every worker is ready
+        ready.value += 1
+    # A worker whose main process vanished (killed outright) gets a new parent: it stops then. The
+    # main process passes its pid: one read here could already see the new parent if the main
+    # process died while this worker was still starting.
+    while not stop_event.is_set() and global_step.value < args.total_timesteps and os.getppid() == main_pid:
+        # 1. copy the global weights, and this rollout's snapshot of the shared statistics
+        local_agent.load_state_dict(global_agent.state_dict())
+        obs_mean, obs_scale = obs_stats.snapshot() if obs_stats is not None else (0.0, 1.0)
+        reward_scale = return_stats.snapshot()[1] if return_stats is not None else 1.0
+        # 2. act for up to num_steps steps, or to the end of the episode
+        raw_obs = []
+        actions = []
+        rewards = []
+        discounted_returns = []
+        for _ in range(args.num_steps):
+            raw_obs.append(obs)
+            action = local_agent.act(policy_input(obs).unsqueeze(0))[0]
+            actions.append(action)
+            # The env gets the clipped action; learning uses the log-prob of the sampled one.
+            env_action = action.item() if low is None else np.clip(action.numpy(), low, high)
+            obs, reward, terminated, truncated, info = env.step(env_action)
+            rewards.append(float(reward))
+            discounted_return = float(reward) + args.gamma * discounted_return
+            discounted_returns.append(discounted_return)
+            if terminated or truncated:
+                break
+        with global_step.get_lock():
+            global_step.value += len(rewards)
+            step_now = global_step.value
+        if obs_stats is not None:
+            obs_stats.update(np.stack(raw_obs))
+        if return_stats is not None:
+            return_stats.update(np.array(discounted_returns))
 
+        # 3. returns (or GAE advantages) from the scaled rewards, and the loss
+        scaled_rewards = np.array(rewards) / reward_scale
+        obs_batch = policy_input(np.stack(raw_obs))
+        log_probs, entropy = local_agent.log_prob_and_entropy(obs_batch, torch.stack(actions))
+        values = local_agent.get_value(obs_batch)
+        with torch.no_grad():  # obs is the real final observation after a truncation
+            bootstrap = 0.0 if terminated else float(local_agent.get_value(policy_input(obs)))
+        if args.gae_lambda == 1.0:
+            returns = n_step_returns(scaled_rewards, bootstrap, args.gamma)
+        else:  # R_t = A_t + V(s_t), so R_t - V(s_t) in the loss is the GAE advantage
+            value_array = values.detach().numpy()
+            returns = compute_gae(value_array, scaled_rewards, bootstrap, args.gamma, args.gae_lambda) + value_array
+        loss, stats = a3c_loss(log_probs, entropy, values, torch.as_tensor(returns), args.vf_coef, args.ent_coef)
+        if not np.isfinite(loss.item()):
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) at global step {step_now}")
 
-class CtrlC:
-    """Ctrl-C as a request to stop: the first one only sets `pressed`, and the training loop stops
-    where it next checks, with no TensorBoard write or optimizer step half done (a KeyboardInterrupt
-    raised inside a write can queue an event without waking the writer's thread, and closing the
-    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once.
-    Signal handlers can only be set from the main thread; elsewhere this does nothing."""
+        # 4. backward on the local model, then apply its gradients to the global weights
+        local_agent.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(local_params, args.max_grad_norm)
+        lr = args.learning_rate * (max(0.0, 1.0 - step_now / args.total_timesteps) if args.anneal_lr else 1.0)
+        optimizer.step([param.grad for param in local_params], lr)
 
-    def __init__(self):
-        self.pressed = False
-        self.active = threading.current_thread() is threading.main_thread()
-        if self.active:
-            self.previous = signal.signal(signal.SIGINT, self.press)
-
-    def press(self, signum, frame) -> None:
-        self.pressed = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def restore(self) -> None:
-        if self.active:
-            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        if terminated or truncated:
+            episode = {"charts/episodic_return": info["episode"]["r"], "charts/episodic_length": info["episode"]["l"]}
+            messages.put(("scalars", worker_id, step_now, {tag: float(value) for tag, value in episode.items()}))
+            obs, _ = env.reset()
+            discounted_return = 0.0
+        # The main process logs the mean over each block of 100 updates (and the last, shorter one).
+        update_stats.append(stats)
+        if len(update_stats) == 100 or stop_event.is_set() or global_step.value >= args.total_timesteps:
+            losses = {f"losses/{name}": np.mean([past[name] for past in update_stats]) for name in stats}
+            messages.put(("scalars", worker_id, step_now, {**losses, "charts/learning_rate": lr}))
+            update_stats = []
+    env.close()
 
 
 def main(args: Args) -> dict:
-    args = check_args(args)
+    args, obs_space, action_space = check_args(args)
     if args.eval_model:
         return watch(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -689,132 +434,274 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)
-    if args.cuda and torch.cuda.is_available():
-        print("note: a3c.py runs on the CPU (its workers share one CPU model); --cuda is ignored")
 
-    probe = gym.make(args.env_id)
-    global_agent = Agent(probe.observation_space.shape[0], probe.action_space, args.init_action_std)
-    obs_stats = SharedRunningStats(probe.observation_space.shape) if args.norm_obs else None
-    return_stats = SharedRunningStats(()) if args.norm_reward else None
-    probe.close()
+    global_agent = Agent(obs_space.shape[0], action_space, args.init_action_std)
     global_agent.share_memory()  # parameters in shared memory: every worker reads and updates the same tensors
     optimizer = SharedAdam(global_agent.parameters(), lr=args.learning_rate)
+    obs_stats = SharedRunningStats(obs_space.shape) if args.norm_obs else None
+    return_stats = SharedRunningStats(()) if args.norm_reward else None
     # spawn: a fresh interpreter per worker, so no lock or thread of this process is inherited half-held.
     context = mp.get_context("spawn")
-    global_step = context.Value("q", 0)
-    start_event, stop_event = context.Event(), context.Event()
+    global_step = context.Value("q", 0)  # env steps taken, workers ready
+    ready = context.Value("i", 0)
+    stop_event = context.Event()
     messages = context.Queue()
+    shared = (os.getpid(), global_agent, optimizer, obs_stats, return_stats, global_step, ready, stop_event, messages)
+    processes = [
+        context.Process(target=worker_process, args=(worker_id, args, run_name, shared), daemon=True)
+        for worker_id in range(args.num_workers)
+    ]
 
-    tracker = start_tracking(args, run_name) if args.track else None
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
-    )
-    model_path = f"runs/{run_name}/{args.exp_name}.pt"
-    recent_returns, all_returns = deque(maxlen=20), []
-    processes: list[mp.Process] = []
-    worker_reports, first_dead, exit_code = [], None, 0
-
-    def record(kind: str, payload) -> None:
-        """Write a worker's finished episode or loss means to TensorBoard."""
-        if kind == "episode":
-            step, episodic_return, length = payload
-            recent_returns.append(episodic_return)
-            all_returns.append(episodic_return)
-            writer.add_scalar("charts/episodic_return", episodic_return, step)
-            writer.add_scalar("charts/episodic_length", length, step)
-        elif kind == "losses":
-            step, means, lr = payload
-            for name, value in means.items():
-                writer.add_scalar(f"losses/{name}", value, step)
-            writer.add_scalar("charts/learning_rate", lr, step)
-
-    start_time, next_progress, last_printed = None, args.total_timesteps / 20, -1
-    ctrl_c = CtrlC()
+    writer, tracker = start_logging(args, run_name)  # the run folder appears here, just before the Ctrl-C handler
+    episodic_returns = []
+    exit_code = 0
+    # steps/sec since every worker was ready (its env made): the workers' start-up is left out
+    clock = None
+    next_progress = args.total_timesteps / 20
+    # The first Ctrl-C only asks the loop to stop at a safe point: a KeyboardInterrupt raised inside a
+    # TensorBoard write can queue an event without waking the writer's thread, so closing the writer stalls.
+    ctrl_c = threading.Event()
+    previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: ctrl_c.set())
     try:
-        shared = (os.getpid(), global_agent, optimizer, obs_stats, return_stats, global_step, start_event, stop_event)
-        for worker_id in range(args.num_workers):
-            process = context.Process(target=worker, args=(worker_id, args, run_name, *shared, messages), daemon=True)
+        for process in processes:
             process.start()
-            processes.append(process)
         print(f"started {args.num_workers} worker(s): pids " + " ".join(str(p.pid) for p in processes), flush=True)
-        num_ready = 0
-        while True:
-            if ctrl_c.pressed:
-                raise KeyboardInterrupt  # handled below, at a point where nothing is half done
-            try:
-                kind, worker_id, payload = messages.get(timeout=0.1)
-            except queue.Empty:
-                kind = None
-            if kind == "ready":
-                num_ready += 1
-                if num_ready == args.num_workers:  # start the clock and the workers together
-                    start_time = time.time()
-                    start_event.set()
-            elif kind in ("episode", "losses"):
-                record(kind, payload)
-            elif kind == "error":
-                worker_reports.append((kind, worker_id, payload))
-                break
-            dead = [i for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
-            if dead:  # its exception, if it sent one, is in the queue: stop_workers collects it
-                first_dead = dead[0]
-                break
-            # Read without the counter's lock: a worker killed while holding it must not hang this loop.
+        # The workers run the algorithm; this process logs what they send until every one has exited.
+        for step, scalars in worker_messages(processes, messages, stop_event, ctrl_c):
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
+            if "charts/episodic_return" in scalars:
+                episodic_returns.append(scalars["charts/episodic_return"])
+            # Read without the counters' locks: a worker killed while holding one must not hang this loop.
             steps = global_step.get_obj().value
-            finished = all(p.exitcode == 0 for p in processes)
-            if start_time is not None and (steps >= next_progress or (finished and steps != last_printed)):
-                sps = int(steps / max(time.time() - start_time, 1e-9))
+            if clock is None and ready.get_obj().value == args.num_workers:
+                clock = (time.time(), steps)
+            if clock is not None and steps >= next_progress:
+                next_progress += args.total_timesteps / 20
+                sps = int((steps - clock[1]) / max(time.time() - clock[0], 1e-9))
                 writer.add_scalar("charts/SPS", sps, steps)
-                mean_return = np.mean(recent_returns) if recent_returns else float("nan")
-                print(
-                    f"global_step={steps:>8d} ({100 * min(steps, args.total_timesteps) / args.total_timesteps:3.0f}%)"
-                    f"  mean_return(last 20)={mean_return:9.2f}  SPS={sps}",
-                    flush=True,
-                )
-                next_progress = (steps // (args.total_timesteps / 20) + 1) * (args.total_timesteps / 20)
-                last_printed = steps
-            if finished:
-                while not messages.empty():  # what the workers sent just before they finished
-                    kind, _, payload = messages.get()
-                    record(kind, payload)
-                break
-    except KeyboardInterrupt:
-        print(f"interrupted at global_step={global_step.get_obj().value}; stopping the workers", file=sys.stderr)
-        exit_code = 130
+                print(progress_line(steps, args.total_timesteps, episodic_returns, sps), flush=True)
+    except ChildProcessError as error:  # a worker failed or died: worker_messages stopped the others
+        print(f"{os.path.basename(__file__)}: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        exit_code = 1
     finally:
-        ctrl_c.restore()  # Ctrl-C is back to its usual meaning
-        for kind, worker_id, payload in stop_workers(processes, stop_event, messages):
-            worker_reports.append((kind, worker_id, payload))
-            record(kind, payload)
-        failure = describe_failure(processes, worker_reports, first_dead)
-        if failure is not None:
-            print(f"{os.path.basename(__file__)}: error: {failure.splitlines()[0]}", file=sys.stderr)
-            exit_code = 1
-        if args.save_model and exit_code != 1:
-            save_model(model_path, global_agent, obs_stats, args)
-            print(f"model saved to {model_path}")
+        signal.signal(signal.SIGINT, previous_sigint)
+        for process in processes:  # no worker outlives the run, whatever ended it
+            process.kill()
+    exit_code = 130 if ctrl_c.is_set() and exit_code == 0 else exit_code  # a worker's failure wins over Ctrl-C
+    return finish_run(args, run_name, writer, tracker, exit_code, global_agent, obs_stats, episodic_returns)
 
+
+# --- Plumbing: the algorithm is complete above; below are validation, saving, evaluation, logging and faults. ---
+
+ALGORITHM = "a3c"  # stored in saved models: --eval-model refuses another script's file
+FLAG_RULES = [  # (what is allowed, the test, the flags it applies to); None (a kind default) is filled later
+    ("> 0", lambda value: value > 0, ["total_timesteps", "num_workers", "num_steps", "eval_episodes"]),
+    ("> 0", lambda value: value > 0, ["learning_rate", "max_grad_norm", "init_action_std"]),
+    ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
+    (">= 0", lambda value: value >= 0, ["ent_coef", "vf_coef"]),
+]
+
+
+def usage_error(message: str) -> None:
+    """A user mistake: one line on stderr, exit status 2, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args: Args) -> tuple[Args, gym.Space, gym.Space]:
+    """Stop with one line and exit 2, before any process starts, at the first flag that breaks its rule, an
+    unknown env id, a missing optional package or a space this script does not support. Return the Args with
+    num_workers and the kind defaults (KIND_DEFAULTS) filled in, and the env's observation and action spaces."""
+    for rule, allowed, names in FLAG_RULES:
+        for name in names:
+            if getattr(args, name) is not None and not allowed(getattr(args, name)):
+                usage_error(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+    for flag, module, extra in [("capture_video", "moviepy", "video"), ("track", "wandb", "track")]:
+        if getattr(args, flag) and importlib.util.find_spec(module) is None:
+            usage_error(f"--{flag.replace('_', '-')} needs {module}: pip install -e '.[{extra}]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    try:  # not only gym.registry: gymnasium's "module:EnvId" form imports the module that registers the env
+        probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    except (gym.error.Error, ImportError) as error:
+        usage_error(f"--env-id {args.env_id!r}: {str(error).splitlines()[0]}")
+    if args.capture_video:
+        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
+            probe.reset(seed=args.seed)
+            probe.render()
+        except (gym.error.DependencyNotInstalled, ImportError) as error:
+            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
+    probe.close()
+    obs_space, action_space = probe.observation_space, probe.action_space
+    one_d_box = [isinstance(space, gym.spaces.Box) and len(space.shape) == 1 for space in (obs_space, action_space)]
+    if not (one_d_box[0] and (one_d_box[1] or isinstance(action_space, gym.spaces.Discrete))):
+        supported = f"{ALGORITHM}.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
+        usage_error(f"{args.env_id} has observation space {obs_space} and action space {action_space}; {supported}")
+    if args.cuda and torch.cuda.is_available():
+        print(f"note: {ALGORITHM}.py runs on the CPU (its workers share one CPU model); --cuda is ignored")
+    defaults = KIND_DEFAULTS["discrete" if isinstance(action_space, gym.spaces.Discrete) else "box"]
+    unset = {name: value for name, value in defaults.items() if getattr(args, name) is None}
+    args = dataclasses.replace(args, num_workers=args.num_workers or os.cpu_count() or 1, **unset)
+    return args, obs_space, action_space
+
+
+def recent_mean(episodic_returns: list[float]) -> float:
+    """The mean return of the last 10 finished episodes (nan before the first)."""
+    return float(np.mean(episodic_returns[-10:])) if episodic_returns else float("nan")
+
+
+def progress_line(global_step: int, total_timesteps: int, episodic_returns: list[float], sps: int) -> str:
+    share_done = 100 * min(global_step / total_timesteps, 1)
+    recent = recent_mean(episodic_returns)
+    return f"global_step={global_step:>8d} ({share_done:3.0f}%)  mean_return(last 10)={recent:9.2f}  SPS={sps}"
+
+
+def start_logging(args: Args, run_name: str):
+    """The TensorBoard writer with the flags as a table, and with --track a Weights & Biases run that
+    mirrors it (wandb imported only then; sync_tensorboard must start before the writer it copies)."""
+    tracker = None
+    if args.track:
+        import wandb
+
+        settings = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, sync_tensorboard=True)
+        tracker = wandb.init(**settings, config=dataclasses.asdict(args))
+    writer = SummaryWriter(f"runs/{run_name}")
+    table = "\n".join(f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer, tracker
+
+
+def finish_run(
+    args: Args, run_name: str, writer, tracker, exit_code: int, agent: Agent, obs_stats, episodic_returns
+) -> dict:
+    """After training: with --save-model save the model and the observation statistics it acts on (unless
+    the run failed) and, if the run completed, evaluate the saved file; close the writer and the W&B run
+    (uploading the training videos); exit on a failure."""
+    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+    if args.save_model and exit_code != 1:
+        obs_rms = (
+            None if obs_stats is None else {"mean": obs_stats.mean, "var": obs_stats.var, "count": obs_stats.count}
+        )
+        checkpoint = {"algorithm": ALGORITHM, "args": dataclasses.asdict(args), "model": agent.state_dict()}
+        torch.save({**checkpoint, "obs_rms": obs_rms}, model_path)
+        print(f"model saved to {model_path}")
     eval_returns = []
     if args.save_model and exit_code == 0:
-        eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, torch.device("cpu"))
+        eval_returns = watch(dataclasses.replace(args, eval_model=model_path, capture_video=False))["eval_returns"]
         for episode, episodic_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", episodic_return, episode)
-        print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
     writer.close()
-    final_mean = np.mean(recent_returns) if recent_returns else float("nan")
-    print(f"final mean_return(last 20)={final_mean:.2f}  run: runs/{run_name}")
+    if exit_code == 130:
+        print("interrupted by Ctrl-C; the run was closed cleanly", file=sys.stderr)
+    print(f"final mean_return(last 10)={recent_mean(episodic_returns):.2f}  run: runs/{run_name}")
     if tracker is not None:
-        finish_tracking(tracker, run_name, exit_code)
+        import wandb
+
+        for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+            tracker.log({"videos": wandb.Video(video)})
+        tracker.finish(exit_code=exit_code)
     if exit_code:
         sys.exit(exit_code)
-    return {
-        "run_name": run_name,
-        "episodic_returns": all_returns,
-        "eval_returns": eval_returns,
-        "model_path": model_path if args.save_model else None,
-    }
+    return {"run_name": run_name, "episodic_returns": episodic_returns, "eval_returns": eval_returns}
+
+
+def watch(args: Args) -> dict:
+    """--eval-model (and the evaluation after training): play the saved model's deterministic action (argmax
+    or the Gaussian mean, on observations normalized with the saved statistics) on its env for --eval-episodes
+    episodes, the first reset with seed + 10_000, and print the mean return. A file that is missing, not a
+    model file, another script's, or whose weights do not fit its env: one line, exit 2."""
+    video_name = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model))) + "-eval"
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(args.eval_model, map_location="cpu")  # as in training: a CPU model
+        if checkpoint["algorithm"] != ALGORITHM:
+            raise ValueError(f"saved by {checkpoint['algorithm']}.py")
+        train_args = Args(**checkpoint["args"])
+        eval_args = dataclasses.replace(train_args, capture_video=args.capture_video, render=args.render)
+        env = make_env(eval_args, 0, video_name)
+        agent = Agent(env.observation_space.shape[0], env.action_space)
+        agent.load_state_dict(checkpoint["model"])
+        obs_rms = checkpoint["obs_rms"]  # normalize as in training: (obs - mean) / sqrt(var + 1e-8)
+    except FileNotFoundError:
+        usage_error(f"--eval-model {args.eval_model}: no such file")
+    except Exception as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        why = f"not a model file saved by {ALGORITHM}.py, or its weights do not fit its env ({reason})"
+        usage_error(f"--eval-model {args.eval_model}: {why}")
+    if args.env_id not in (Args.env_id, train_args.env_id):  # left at its default, --env-id means "the model's"
+        usage_error(f"--eval-model {args.eval_model} was trained on {train_args.env_id}, not --env-id {args.env_id}")
+    mean, scale = (0.0, 1.0) if obs_rms is None else (obs_rms["mean"].numpy(), np.sqrt(obs_rms["var"].numpy() + 1e-8))
+    space = env.action_space
+    returns = []
+    obs, _ = env.reset(seed=args.seed + 10_000)
+    while len(returns) < args.eval_episodes:
+        with torch.no_grad():
+            policy_out = agent.actor(torch.as_tensor((obs - mean) / scale, dtype=torch.float32))
+            action = policy_out.argmax(-1) if agent.is_discrete else policy_out
+        action = action.item() if agent.is_discrete else np.clip(action.numpy(), space.low, space.high)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            returns.append(float(info["episode"]["r"]))
+            obs, _ = env.reset()
+    env.close()
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if args.capture_video else None}
+
+
+def worker_process(worker_id: int, args: Args, run_name: str, shared: tuple) -> None:
+    """The body of a worker process: worker() with one torch thread, Ctrl-C left to the main process, and
+    its exception sent to the main process, which stops the run and names this worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to decide
+    torch.set_num_threads(1)
+    main_pid = shared[0]
+    messages = shared[-1]
+    try:
+        worker(worker_id, args, run_name, shared)
+    except Exception as error:
+        messages.put(("error", worker_id, f"{type(error).__name__}: {error}"))
+        sys.exit(1)
+    if os.getppid() != main_pid:
+        messages.cancel_join_thread()  # nobody reads the queue any more: exit without flushing it
+
+
+def worker_messages(processes: list, messages, stop_event, ctrl_c: threading.Event):
+    """The workers' (step, {tag: value}) messages, until every worker has exited.
+
+    It stops every worker (the stop event) at a Ctrl-C, at a worker's exception or at a worker that
+    died, and keeps reading the queue meanwhile (a process cannot exit while its queued messages are
+    unread); after a failure the others are killed at once, after a Ctrl-C those still alive 5 s later.
+    Then it raises ChildProcessError naming the worker that failed: the exception it sent, else how
+    the first dead worker died (workers killed later are a consequence, not the cause).
+    """
+    stop_time = None
+    first_dead = None
+    failure = None
+    while any(process.is_alive() for process in processes) or not messages.empty():
+        try:
+            kind, worker_id, *payload = messages.get(timeout=0.1)
+            if kind == "scalars":
+                yield payload
+            elif failure is None:  # "error": the exception's one-line description
+                failure = f"worker {worker_id} (pid {processes[worker_id].pid}) failed: {payload[0]}"
+        except queue.Empty:
+            pass
+        dead = [i for i, process in enumerate(processes) if process.exitcode not in (None, 0)]
+        if stop_time is None and (dead or failure or ctrl_c.is_set()):
+            stop_event.set()
+            stop_time = time.time()
+            first_dead = (dead or [None])[0]
+        # A failed run saves nothing: the other workers are killed at once. After a Ctrl-C they get 5 s
+        # to finish their update (one blocked on a lock that a killed worker held never would).
+        if stop_time is not None and (failure or first_dead is not None or time.time() > stop_time + 5):
+            for process in processes:
+                process.kill()
+    if failure is None and first_dead is not None:
+        code = processes[first_dead].exitcode
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        failure = f"worker {first_dead} (pid {processes[first_dead].pid}) died ({how})"
+    if failure is not None:
+        raise ChildProcessError(failure)
 
 
 if __name__ == "__main__":

@@ -207,13 +207,13 @@ def test_an_exception_in_a_worker_stops_the_run_and_is_named(tmp_path):
 
 
 def test_defaults_by_action_space_kind():
-    discrete = a3c.check_args(a3c.Args(num_workers=1))
-    box = a3c.check_args(a3c.Args(num_workers=1, env_id="Pendulum-v1"))
+    discrete, _, _ = a3c.check_args(a3c.Args(num_workers=1))
+    box, _, _ = a3c.check_args(a3c.Args(num_workers=1, env_id="Pendulum-v1"))
     assert discrete.norm_reward and box.norm_reward
     assert not discrete.norm_obs and box.norm_obs
     assert (discrete.gamma, box.gamma) == (0.995, 0.99)
     assert (discrete.gae_lambda, box.gae_lambda) == (1.0, 0.9)
-    assert not a3c.check_args(a3c.Args(num_workers=1, norm_reward=False)).norm_reward
+    assert not a3c.check_args(a3c.Args(num_workers=1, norm_reward=False))[0].norm_reward
 
 
 def test_one_worker_is_deterministic_and_box_actions_run(in_tmp_dir):
@@ -226,8 +226,9 @@ def test_one_worker_is_deterministic_and_box_actions_run(in_tmp_dir):
 
 def test_saved_model_acts_on_the_observations_it_was_trained_on(in_tmp_dir):
     result = a3c.main(a3c.Args(total_timesteps=1000, num_workers=1, env_id="Pendulum-v1", save_model=True))
-    checkpoint = torch.load(result["model_path"])
-    mean, scale = checkpoint["obs_normalization"]
+    model_path = f"runs/{result['run_name']}/a3c.pt"
+    checkpoint = torch.load(model_path)
+    mean, scale = checkpoint["obs_rms"]["mean"], torch.sqrt(checkpoint["obs_rms"]["var"] + 1e-8)
     # Box actions normalize observations by default; the statistics saw Pendulum's (cos, sin, speed).
     assert checkpoint["args"]["norm_obs"] and mean.shape == (3,) and (scale > 0).all()
     assert mean.abs().max() > 0.01
@@ -235,14 +236,15 @@ def test_saved_model_acts_on_the_observations_it_was_trained_on(in_tmp_dir):
     agent = a3c.Agent(3, a3c.gym.make("Pendulum-v1").action_space)
     agent.load_state_dict(checkpoint["model"])
     env = a3c.gym.make("Pendulum-v1")
-    obs, _ = env.reset(seed=5)
+    obs, _ = env.reset(seed=5 + 10_000)  # watch's first episode: seed + 10_000
     total, done = 0.0, False
     while not done:
-        with torch.no_grad():
-            action = agent.act(torch.as_tensor((obs - mean.numpy()) / scale.numpy(), dtype=torch.float32), True)
+        with torch.no_grad():  # the deterministic action of a Box policy: the Gaussian mean
+            action = agent.actor(torch.as_tensor((obs - mean.numpy()) / scale.numpy(), dtype=torch.float32))
         obs, reward, terminated, truncated, _ = env.step(np.clip(action.numpy(), -2, 2))
         total, done = total + reward, terminated or truncated
-    assert a3c.evaluate(result["model_path"], 1, 5, torch.device("cpu")) == [pytest.approx(total, rel=1e-5)]
+    eval_returns = a3c.watch(a3c.Args(eval_model=model_path, eval_episodes=1, seed=5))["eval_returns"]
+    assert eval_returns == [pytest.approx(total, rel=1e-5)]
 
 
 @pytest.mark.learning
