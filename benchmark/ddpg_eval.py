@@ -43,7 +43,9 @@ def train_and_evaluate(seed: int, eval_episodes: int) -> tuple[float, list[float
     workdir = WORK / f"ddpg_eval_{seed}_{os.getpid()}_{time.time_ns()}"
     result = run_one("ddpg", "Pendulum-v1", seed, ["--save-model"], cwd=workdir)
     [model_path] = workdir.glob("runs/*/ddpg.pt")
-    eval_returns = ddpg.evaluate(str(model_path), eval_episodes, EVAL_SEED, torch.device("cpu"))
+    # ddpg.watch plays episode i from reset(seed=seed + 10_000 + i): seed 0 gives EVAL_SEED + i
+    watch_args = ddpg.Args(eval_model=str(model_path), eval_episodes=eval_episodes, seed=EVAL_SEED - 10_000, cuda=False)
+    eval_returns = ddpg.watch(watch_args)["eval_returns"]
     return final_return(result["curve"], 10), eval_returns
 
 
@@ -59,7 +61,7 @@ def main() -> None:
         runs = list(pool.map(lambda seed: train_and_evaluate(seed, options.eval_episodes), options.seeds))
 
     torch.set_num_threads(2)
-    starts = start_states(EVAL_SEED, options.eval_episodes, seed_every_episode=True)  # as ddpg.evaluate resets
+    starts = start_states(EVAL_SEED, options.eval_episodes, seed_every_episode=True)  # as ddpg.watch resets
     episode_steps = gym.spec("Pendulum-v1").max_episode_steps
     value = GridValue(PendulumModel(), episode_steps, *options.grid)
     optimum = float(np.mean([value.play(start, episode_steps) for start in starts]))

@@ -63,8 +63,7 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
     )  # fmt: skip
     noise = ddpg.GaussianNoise((1, action_dim), 0.1, rng)
     obs, _ = env.reset(seed=0)
-    batch = [torch.as_tensor(x, dtype=torch.float32) for x in buffer.sample(batch_size)]
-    b_obs, b_actions, b_rewards, b_next_obs, b_terminations = batch
+    b_obs, b_actions, b_rewards, b_next_obs, b_terminations = buffer.sample(batch_size)  # float32 tensors
     one = (obs[None], env.action_space.sample()[None], np.zeros(1), obs[None], np.zeros(1))
 
     def act():
@@ -86,8 +85,6 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
         loss.backward()
 
     actor_params = list(actor.parameters())
-    online_params = actor_params + list(critic.parameters())
-    target_params = list(target_actor.parameters()) + list(target_critic.parameters())
 
     def actor_pass():
         loss = -critic(b_obs, actor(b_obs)).mean()
@@ -98,14 +95,14 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
     return {
         "env step": best_ms(env_step),
         "acting (mu(s), noise, clip)": best_ms(act),
-        "replay: add one, sample a batch, to tensors": best_ms(
-            lambda: (buffer.add(*one), [torch.as_tensor(x, dtype=torch.float32) for x in buffer.sample(batch_size)])
-        ),
+        "replay: add one, sample a batch, to tensors": best_ms(lambda: (buffer.add(*one), buffer.sample(batch_size))),
         "target: mu'(s'), Q'(s', a'), y (forward)": best_ms(target),
         "critic: forward + backward": best_ms(critic_pass),
         "actor: forward + backward through Q": best_ms(actor_pass),
         "Adam steps (critic, actor)": best_ms(lambda: (critic_optimizer.step(), actor_optimizer.step())),
-        "soft updates (actor, critic)": best_ms(lambda: ddpg.soft_update(target_params, online_params, 0.005)),
+        "soft updates (actor, critic)": best_ms(
+            lambda: (ddpg.soft_update(target_actor, actor, 0.005), ddpg.soft_update(target_critic, critic, 0.005))
+        ),
     }
 
 

@@ -9,18 +9,19 @@ import ddpg
 
 
 def test_soft_update_follows_the_formula():
+    """Against a plain loop over every number: theta' <- tau * theta + (1 - tau) * theta'."""
     source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    source_params, target_params = list(source.parameters()), list(target.parameters())
-    before = [p.detach().clone() for p in target_params]
-    ddpg.soft_update(target_params, source_params, 0.0)
-    for p, b in zip(target_params, before, strict=True):
-        torch.testing.assert_close(p, b)
-    ddpg.soft_update(target_params, source_params, 0.25)
-    for p, s, b in zip(target_params, source_params, before, strict=True):
-        torch.testing.assert_close(p, 0.25 * s + 0.75 * b)
-    ddpg.soft_update(target_params, source_params, 1.0)
-    for p, s in zip(target_params, source_params, strict=True):
-        torch.testing.assert_close(p, s)
+    for tau in (0.0, 0.25, 0.005, 1.0):
+        before = [p.detach().flatten().tolist() for p in target.parameters()]
+        ddpg.soft_update(target, source, tau)
+        for p, s, b in zip(target.parameters(), source.parameters(), before, strict=True):
+            expected = [
+                tau * s_value + (1 - tau) * b_value for s_value, b_value in zip(s.flatten().tolist(), b, strict=True)
+            ]
+            torch.testing.assert_close(p.detach().flatten(), torch.tensor(expected))
+    for p, s in zip(target.parameters(), source.parameters(), strict=True):  # tau = 1 copied
+        assert torch.equal(p, s)
+    assert all(p.grad is None for p in target.parameters()), "the update must not enter autograd"
 
 
 def test_actor_step_leaves_the_critic_gradients_alone():
@@ -56,7 +57,7 @@ def test_ou_noise_reset_restores_the_mean_for_the_masked_rows():
     noise.reset(np.array([True, False, True]))
     np.testing.assert_array_equal(noise.state[[0, 2]], 0.2)
     assert (noise.state[1] != 0.2).all()
-    noise.reset()
+    noise.reset(np.ones(3, dtype=bool))
     np.testing.assert_array_equal(noise.state, 0.2)
 
 
@@ -83,6 +84,7 @@ def test_replay_buffer_wraps_around_and_samples_shapes():
     assert buffer.size == 5 and buffer.position == 2
     np.testing.assert_array_equal(buffer.rewards, [5, 6, 2, 3, 4])  # 0 and 1 were overwritten
     obs, actions, rewards, next_obs, terminations = buffer.sample(16)
+    assert all(batch.dtype == torch.float32 for batch in (obs, actions, rewards, next_obs, terminations))
     assert obs.shape == (16, 3) and actions.shape == (16, 2) and next_obs.shape == (16, 3)
     assert rewards.shape == (16,) and terminations.shape == (16,)
     assert set(rewards.tolist()) <= {2.0, 3.0, 4.0, 5.0, 6.0}
@@ -128,6 +130,15 @@ def test_each_episode_starts_its_ou_noise_from_mu(in_tmp_dir, capsys, monkeypatc
     # everywhere else the process carries on from its last value
     for step in (2, 200, 201, 203, 402):
         assert (states_before_sample[step - 1] != 0.0).all()
+
+
+def test_a_non_finite_loss_stops_the_run_with_exit_1(in_tmp_dir, capsys, monkeypatch):
+    monkeypatch.setattr(ddpg, "critic_target", lambda rewards, terminated, next_q, gamma: rewards * float("nan"))
+    with pytest.raises(SystemExit) as stopped:
+        ddpg.main(ddpg.Args(total_timesteps=300, learning_starts=200, batch_size=32, save_model=True))
+    assert stopped.value.code == 1
+    assert "non-finite qf_loss (nan) at global step 200" in capsys.readouterr().err
+    assert not list(in_tmp_dir.glob("runs/*/ddpg.pt")), "a failed run must not save its model"
 
 
 @pytest.mark.learning
