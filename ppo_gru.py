@@ -33,8 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -44,7 +43,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (used in the run folder name)"""
@@ -82,7 +81,8 @@ class Args:
     learning_rate: float | None = None
     """Adam learning rate [None: 1e-3 for Discrete actions; for Box actions 1e-3 * sqrt(100k /
     total_timesteps) kept within [3e-4, 1e-3], so short runs take large steps and long runs small
-    ones: 8.2e-4 at the default 150k, 3.2e-4 at 1M]"""
+    ones: 8.2e-4 at the default 150k, 3.2e-4 at 1M (the rule ppo.py's benchmark chose, from
+    Pendulum at 100k steps to MuJoCo at 1M)]"""
     hidden_size: int = 64
     """size of the encoder and of the GRU's hidden state"""
     num_envs: int | None = None
@@ -117,9 +117,9 @@ class Args:
     """the maximum global norm of the gradients"""
     target_kl: float | None = None
     """if set, stop the epochs of an update early once the approximate KL exceeds it"""
-    norm_obs: bool | None = None
-    """normalize observations with running statistics [None: on; on masked CartPole-v1 it made 6 of
-    6 seeds end at 500, where without it 3 of 5 ended at or above 475]"""
+    norm_obs: bool = True
+    """if toggled, normalize observations with running statistics (both kinds; on masked CartPole-v1 it
+    made 6 of 6 seeds end at 500, where without it 3 of 5 ended at or above 475)"""
     norm_reward: bool | None = None
     """scale rewards by the running std of the discounted return [None: off for Discrete, on for Box]"""
     init_action_std: float = 0.5
@@ -127,18 +127,15 @@ class Args:
     half-range (high - low) / 2 (of 1 where a bound is infinite); as in ppo.py"""
 
 
-# Defaults that depend on the action-space kind; a flag given on the command line always wins.
-# fmt: off
+# The defaults that depend on the action-space kind, filled by check_args for every flag left at None
+# (the rules are in the Args docstrings above; a flag given on the command line always wins). Two more:
+# --norm-reward is on for Box actions only, and the Box learning rate depends on the budget,
+# 1e-3 * sqrt(100k / total_timesteps) kept within [3e-4, 1e-3].
 KIND_DEFAULTS = {
-    "discrete": dict(num_envs=16, num_steps=16, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=12,
-                     norm_obs=True, norm_reward=False),
-    "continuous": dict(num_envs=8, num_steps=128, gamma=0.99, gae_lambda=0.95, num_minibatches=4, update_epochs=10,
-                       norm_obs=True, norm_reward=True),
+    "discrete": dict(num_envs=16, num_steps=16, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=12),
+    "continuous": dict(num_envs=8, num_steps=128, gamma=0.99, gae_lambda=0.95, num_minibatches=4, update_epochs=10),
 }
-# fmt: on
-
 # The observation entries --mask-velocity hides, per env.
-ALGORITHM = "ppo_gru"  # stored in saved models: --eval-model refuses another script's file
 VELOCITY_INDICES = {
     "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
     "Pendulum-v1": [2],  # angular velocity
@@ -148,105 +145,17 @@ VELOCITY_INDICES = {
 }
 
 
-def usage_error(message: str) -> None:
-    """A user mistake: one line on stderr, exit status 2, no traceback."""
-    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def default_learning_rate(total_timesteps: int) -> float:
-    """1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3]: a short run needs large steps to
-    learn at all, a long one makes many more updates and stays stable only with smaller ones (the
-    rule ppo.py's benchmark chose, from Pendulum at 100k steps to MuJoCo at 1M; Box actions only,
-    as there)."""
-    return min(1e-3, max(3e-4, 1e-3 * (100_000 / total_timesteps) ** 0.5))
-
-
-def check_args(args: Args) -> None:
-    """Reject impossible values (None means 'use the default rule')."""
-    positive_ints = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_episodes"]
-    positive = positive_ints + ["hidden_size", "learning_rate", "clip_coef", "max_grad_norm", "target_kl"]
-    for name in positive:
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            usage_error(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    for name in ["gamma", "gae_lambda"]:
-        value = getattr(args, name)
-        if value is not None and not 0 <= value <= 1:
-            usage_error(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
-    for name in ["ent_coef", "vf_coef"]:
-        if not getattr(args, name) >= 0:
-            usage_error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.env_id not in gym.registry:
-        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
-    if args.mask_velocity and args.env_id not in VELOCITY_INDICES:
-        usage_error(f"--mask-velocity does not know {args.env_id}; supported: {', '.join(VELOCITY_INDICES)}")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        usage_error("--capture-video needs moviepy: pip install -e '.[video]'")
-    if args.render and (not args.eval_model or args.capture_video):
-        usage_error("--render shows an --eval-model run in a window, without --capture-video")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        usage_error("--track needs wandb: pip install -e '.[track]'")
-
-
-def resolve_defaults(args: Args) -> Args:
-    """Fill the kind-dependent defaults after one probe env has shown the spaces."""
-    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
-    obs_space, action_space = probe.observation_space, probe.action_space
-    if args.capture_video:
-        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
-            probe.reset(seed=args.seed)
-            probe.render()
-        except (gym.error.DependencyNotInstalled, ImportError) as error:
-            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
-    probe.close()
-    supported_obs = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
-    if isinstance(action_space, gym.spaces.Discrete):
-        kind = "discrete"
-    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        kind = "continuous"
-    else:
-        supported_obs = False
-    if not supported_obs:
-        usage_error(
-            f"{args.env_id} has observation space {obs_space} and action space {action_space}; "
-            "ppo_gru.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
-        )
-    missing = {k: v for k, v in KIND_DEFAULTS[kind].items() if getattr(args, k) is None}
-    if args.learning_rate is None:
-        missing["learning_rate"] = 1e-3 if kind == "discrete" else default_learning_rate(args.total_timesteps)
-    args = dataclasses.replace(args, **missing)
-    if args.num_envs % args.num_minibatches:
-        usage_error(
-            f"--num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs}: "
-            "a recurrent minibatch holds whole env sequences, never single steps"
-        )
-    return args
-
-
-class MaskVelocity(gym.ObservationWrapper):
-    """Zero the observation entries at `indices`, making the task partially observable."""
-
-    def __init__(self, env: gym.Env, indices: list[int]):
-        super().__init__(env)
-        self.mask = np.ones(env.observation_space.shape, dtype=np.float32)
-        self.mask[indices] = 0.0
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        return (observation * self.mask).astype(np.float32)
-
-
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str, mask_velocity: bool, render=False):
+def make_env(args: Args, idx: int, run_name: str):
     def thunk():
-        if render and idx == 0:
-            env = gym.make(env_id, render_mode="human")
-        elif capture_video and idx == 0:
-            env = gym.make(env_id, render_mode="rgb_array")
+        # env 0 alone is shown (--render) or recorded (--capture-video)
+        render_mode = "human" if args.render else "rgb_array" if args.capture_video else None
+        env = gym.make(args.env_id, render_mode=render_mode if idx == 0 else None)
+        if args.capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        else:
-            env = gym.make(env_id)
-        if mask_velocity:
-            env = MaskVelocity(env, VELOCITY_INDICES[env_id])
+        if args.mask_velocity:  # zero the velocity entries: a partially observable task
+            mask = np.ones(env.observation_space.shape, dtype=np.float32)
+            mask[VELOCITY_INDICES[args.env_id]] = 0.0
+            env = gym.wrappers.TransformObservation(env, lambda obs: obs * mask, env.observation_space)
         return env
 
     return thunk
@@ -261,33 +170,26 @@ def make_vector_env(args: Args, run_name: str = "") -> gym.vector.VectorEnv:
     reward 0) and returns the new episode's first observation. So the row after a done is a
     reset step (never trained on), and the row after that starts an episode (h is reset).
     """
-    thunks = [
-        make_env(args.env_id, i, args.capture_video, run_name, args.mask_velocity, args.render)
-        for i in range(args.num_envs)
-    ]
+    thunks = [make_env(args, i, run_name) for i in range(args.num_envs)]
     envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     # Statistics first, so logged returns are the env's raw rewards, not the scaled ones.
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    if args.norm_obs:
-        envs = gym.wrappers.vector.NormalizeObservation(envs)
     if args.norm_reward:
         envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+    if args.norm_obs:  # outermost, so that `envs.obs_rms` is its statistics (saved with the model)
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
     return envs
-
-
-def find_wrapper(envs: gym.vector.VectorEnv, wrapper_cls):
-    """The first wrapper of type wrapper_cls around envs, or None."""
-    while isinstance(envs, gym.vector.VectorWrapper):
-        if isinstance(envs, wrapper_cls):
-            return envs
-        envs = envs.env
-    return None
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias_const)
     return layer
+
+
+def head(in_dim: int, out_dim: int, std: float) -> nn.Sequential:
+    """Linear-tanh-Linear: an actor or critic head on the GRU's features."""
+    return nn.Sequential(layer_init(nn.Linear(in_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, out_dim), std))
 
 
 class RecurrentAgent(nn.Module):
@@ -302,34 +204,21 @@ class RecurrentAgent(nn.Module):
         super().__init__()
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
-        self.hidden_size = hidden_size
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh())
         self.gru = nn.GRU(hidden_size, hidden_size)
-        for name, param in self.gru.named_parameters():
-            if "weight" in name:
-                nn.init.orthogonal_(param, 1.0)
-            else:
-                nn.init.constant_(param, 0.0)
-
-        def head(out_dim: int, out_std: float) -> nn.Sequential:
-            return nn.Sequential(
-                layer_init(nn.Linear(hidden_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, out_dim), std=out_std)
-            )
-
-        self.critic = head(1, out_std=1.0)
+        for weight in [self.gru.weight_ih_l0, self.gru.weight_hh_l0]:
+            nn.init.orthogonal_(weight, 1.0)
+        nn.init.zeros_(self.gru.bias_ih_l0)
+        nn.init.zeros_(self.gru.bias_hh_l0)
+        self.critic = head(hidden_size, 1, std=1.0)
         # A small last layer makes the initial policy near-uniform / near-zero mean.
-        self.actor = head(action_dim, out_std=0.01)
+        self.actor = head(hidden_size, action_dim, std=0.01)
         if not self.is_discrete:
             half_range = (action_space.high - action_space.low) / 2
             half_range = np.where(np.isfinite(half_range), half_range, 1.0).reshape(1, action_dim)
             self.actor_logstd = nn.Parameter(torch.as_tensor(np.log(init_action_std * half_range), dtype=torch.float32))
 
-    def initial_state(self, num_envs: int, device: torch.device) -> torch.Tensor:
-        return torch.zeros(1, num_envs, self.hidden_size, device=device)
-
-    def unroll(
-        self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def unroll(self, obs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor):
         """Run the GRU over (T, B, obs_dim) observations from `hidden` (1, B, H), zeroing an env's
         state before every step where starts (T, B) is 1. Returns ((T, B, H) features, last state).
 
@@ -351,59 +240,45 @@ class RecurrentAgent(nn.Module):
         position = steps - steps[begins.flatten()][segment]  # index of (env, t) within its segment
         padded = features.new_zeros(int(position.max()) + 1, int(segment[-1]) + 1, features.shape[-1])
         padded[position, segment] = features.transpose(0, 1).reshape(num_envs * num_steps, -1)
-        initial = hidden.new_zeros(1, padded.shape[1], self.hidden_size)
+        initial = hidden.new_zeros(1, padded.shape[1], self.gru.hidden_size)
         initial[0, segment.view(num_envs, num_steps)[:, 0]] = hidden[0] * (1.0 - starts[0]).unsqueeze(-1)
         output, _ = self.gru(padded, initial)
         outputs = output[position, segment].view(num_envs, num_steps, -1).transpose(0, 1)
         return outputs, outputs[-1:]  # one GRU layer: its output at the last step is the state
 
-    def step(self, obs: np.ndarray, hidden: torch.Tensor, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of every env from numpy observations and episode-start flags, on the hidden
-        state's device: ((B, H) features, new state)."""
-        obs_row = torch.as_tensor(obs, dtype=torch.float32, device=hidden.device)[None]
-        start_row = torch.as_tensor(starts, dtype=torch.float32, device=hidden.device)[None]
-        features, hidden = self.unroll(obs_row, hidden, start_row)
-        return features[0], hidden
-
-    def act(self, features: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions from GRU features: sampled, or argmax / Gaussian mean if deterministic."""
-        policy_out = self.actor(features)
-        if self.is_discrete:
-            if deterministic:
-                return policy_out.argmax(-1)
-            # Gumbel-max trick: argmax(logits + Gumbel noise) ~ Categorical(logits).
-            return (policy_out - torch.log(-torch.log(torch.rand_like(policy_out)))).argmax(-1)
-        if deterministic:
-            return policy_out
-        return policy_out + torch.randn_like(policy_out) * self.actor_logstd.exp()
-
-    def evaluate_actions(self, features: torch.Tensor, action: torch.Tensor):
-        """(log pi(action|.), entropy, V) from GRU features, differentiable."""
+    def get_action_and_value(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic=False):
+        """(action, log pi(action|.), entropy, V) from GRU features, differentiable. Without an
+        action, one is sampled (or, if deterministic, the argmax / the Gaussian mean)."""
         policy_out = self.actor(features)
         value = self.critic(features).squeeze(-1)
         if self.is_discrete:
+            if action is None:  # Gumbel-max trick: argmax(logits + Gumbel noise) ~ Categorical(logits)
+                gumbel = 0.0 if deterministic else -torch.log(-torch.log(torch.rand_like(policy_out)))
+                action = (policy_out + gumbel).argmax(-1)
             log_probs = torch.log_softmax(policy_out, dim=-1)
             log_prob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-        else:
-            log_std = self.actor_logstd.expand_as(policy_out)
-            # log N(a; mu, sigma) = -((a - mu) / sigma)^2 / 2 - log sigma - log(2 pi) / 2, summed over dims
-            z = (action - policy_out) / log_std.exp()
-            log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
-            entropy = (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum(-1)
-        return log_prob, entropy, value
+            return action, log_prob, -(log_probs.exp() * log_probs).sum(-1), value
+        log_std = self.actor_logstd.expand_as(policy_out)
+        if action is None:
+            action = policy_out if deterministic else policy_out + torch.randn_like(policy_out) * log_std.exp()
+        # log N(a; mu, sigma) = -((a - mu) / sigma)^2 / 2 - log sigma - log(2 pi) / 2, summed over dims
+        z = (action - policy_out) / log_std.exp()
+        log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        return action, log_prob, (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum(-1), value
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, hidden: torch.Tensor, starts: np.ndarray, deterministic: bool = False):
+        """One step of every env, from numpy observations and episode-start flags, on the hidden
+        state's device: numpy (action, log pi(action), V) and the new hidden state."""
+        obs_row = torch.as_tensor(obs, dtype=torch.float32, device=hidden.device)[None]
+        start_row = torch.as_tensor(starts, dtype=torch.float32, device=hidden.device)[None]
+        features, hidden = self.unroll(obs_row, hidden, start_row)
+        action, log_prob, _, value = self.get_action_and_value(features[0], deterministic=deterministic)
+        return action.cpu().numpy(), log_prob.cpu().numpy(), value.cpu().numpy(), hidden
 
 
-def compute_gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_values: np.ndarray,
-    terminations: np.ndarray,
-    dones: np.ndarray,
-    gamma: float,
-    gae_lambda: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Generalized Advantage Estimation over a (num_steps, num_envs) rollout.
+def compute_gae(rewards, values, next_values, terminations, dones, gamma: float, gae_lambda: float):
+    """Generalized Advantage Estimation over (num_steps, num_envs) numpy arrays.
 
     next_values[t] is V of the observation that step t returned: the next state, or the real
     final observation when the episode ended at t. terminations zero the bootstrap; dones
@@ -423,11 +298,9 @@ def compute_gae(
     return advantages, advantages + values
 
 
-def ppo_policy_loss(
-    new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_coef: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ppo_policy_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_coef: float):
     """Clipped surrogate loss, -mean(min(ratio * A, clip(ratio, 1-eps, 1+eps) * A)), with the
-    approximate KL mean((ratio - 1) - log ratio) and the clipped fraction."""
+    approximate KL mean((ratio - 1) - log ratio) and the clipped fraction: (loss, approx_kl, clipfrac)."""
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
@@ -437,9 +310,7 @@ def ppo_policy_loss(
     return loss, approx_kl, clipfrac
 
 
-def ppo_value_loss(
-    new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_coef: float | None
-) -> torch.Tensor:
+def ppo_value_loss(new_values, old_values, returns, clip_coef: float | None) -> torch.Tensor:
     """0.5 * mean((V - R)^2); with clip_coef, the max of that and the error of V clipped to old_V +- clip_coef."""
     unclipped = (new_values - returns).pow(2)
     if clip_coef is None:
@@ -448,436 +319,311 @@ def ppo_value_loss(
     return 0.5 * torch.max(unclipped, (clipped_values - returns).pow(2)).mean()
 
 
-@dataclass
-class Rollout:
-    """num_steps x num_envs of experience, plus what the update needs to replay the GRU."""
-
-    obs: np.ndarray
-    actions: np.ndarray
-    log_probs: np.ndarray
-    values: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    dones: np.ndarray
-    trainable: np.ndarray  # False on the reset step that follows an episode end
-    starts: np.ndarray  # 1 where the observation is an episode's first: h is zeroed before it
-    initial_hidden: torch.Tensor | None = None  # (1, num_envs, H): h before the rollout's first step
-    last_value: np.ndarray | None = None  # V(observation after the last step), one per env
-
-    @classmethod
-    def empty(cls, num_steps: int, num_envs: int, obs_shape, action_shape) -> "Rollout":
-        def zeros(*shape):
-            return np.zeros((num_steps, num_envs, *shape), dtype=np.float32)
-
-        return cls(
-            obs=zeros(*obs_shape),
-            actions=zeros(*action_shape),
-            log_probs=zeros(),
-            values=zeros(),
-            rewards=zeros(),
-            terminations=zeros(),
-            dones=zeros(),
-            trainable=np.zeros((num_steps, num_envs), dtype=bool),
-            starts=zeros(),
-        )
-
-
-class EpisodeLog:
-    """Finished-episode statistics from RecordEpisodeStatistics, to TensorBoard and a window."""
-
-    def __init__(self, writer: SummaryWriter | None, window: int = 10):
-        self.writer = writer
-        self.recent_returns = deque(maxlen=window)
-        self.all_returns: list[float] = []
-
-    def record(self, infos: dict, global_step: int) -> None:
-        if "episode" not in infos:
-            return
-        for i in np.flatnonzero(infos["_episode"]):
-            episodic_return = float(infos["episode"]["r"][i])
-            self.recent_returns.append(episodic_return)
-            self.all_returns.append(episodic_return)
-            if self.writer is not None:
-                self.writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                self.writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
-
-    def recent_mean(self) -> float:
-        return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
-
-
-@dataclass
-class EnvState:
-    """What carries over from one rollout to the next, per env."""
-
-    obs: np.ndarray
-    hidden: torch.Tensor  # h after the last processed step
-    done: np.ndarray  # the last step ended an episode: the next step is a reset step
-    start: np.ndarray  # the next observation is an episode's first
-
-
-def collect_rollout(
-    agent: RecurrentAgent,
-    envs: gym.vector.VectorEnv,
-    rollout: Rollout,
-    state: EnvState,
-    episode_log: EpisodeLog,
-    global_step: int,
-) -> tuple[EnvState, int]:
-    """Fill `rollout` by acting step by step, carrying h; store log-probs and values as acted."""
-    action_space = envs.single_action_space
-    rollout.initial_hidden = state.hidden.clone()
-    hidden, next_obs, next_done, next_start = state.hidden, state.obs, state.done, state.start
-    for step in range(rollout.obs.shape[0]):
-        global_step += envs.num_envs
-        rollout.obs[step] = next_obs
-        rollout.trainable[step] = ~next_done
-        rollout.starts[step] = next_start
-        with torch.no_grad():
-            features, hidden = agent.step(next_obs, hidden, next_start)
-            action = agent.act(features)
-            log_prob, _, value = agent.evaluate_actions(features, action)
-        rollout.actions[step] = action.cpu().numpy()
-        rollout.log_probs[step] = log_prob.cpu().numpy()
-        rollout.values[step] = value.cpu().numpy()
-        env_action = rollout.actions[step].astype(np.int64) if agent.is_discrete else rollout.actions[step]
-        if not agent.is_discrete:
-            # The env gets the clipped action; learning uses the log-prob of the sampled one.
-            env_action = np.clip(env_action, action_space.low, action_space.high)
-        next_obs, reward, terminated, truncated, infos = envs.step(env_action)
-        # NEXT_STEP autoreset: a reset step returns the new episode's first observation.
-        next_start = next_done.copy()
-        next_done = terminated | truncated
-        rollout.rewards[step] = reward
-        rollout.terminations[step] = terminated
-        rollout.dones[step] = next_done
-        episode_log.record(infos, global_step)
-    with torch.no_grad():
-        # V of the observation after the last step, with h carried on (and zeroed if it starts an episode).
-        features, _ = agent.step(next_obs, hidden, next_start)
-        rollout.last_value = agent.critic(features).squeeze(-1).cpu().numpy()
-    return EnvState(next_obs, hidden, next_done, next_start), global_step
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
-def replay(
-    agent: RecurrentAgent, rollout: Rollout, env_ids: torch.Tensor, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def replay(agent: RecurrentAgent, rollout, env_ids: torch.Tensor, device: torch.device):
     """(log pi, entropy, V), each (num_steps, len(env_ids)), recomputed for the stored actions by
     replaying the envs' whole sequences from the rollout's start state with its resets."""
     obs = torch.as_tensor(rollout.obs, device=device)[:, env_ids]
     starts = torch.as_tensor(rollout.starts, device=device)[:, env_ids]
     features, _ = agent.unroll(obs, rollout.initial_hidden[:, env_ids], starts)
-    return agent.evaluate_actions(features, torch.as_tensor(rollout.actions, device=device)[:, env_ids])
+    actions = torch.as_tensor(rollout.actions, device=device)[:, env_ids]
+    return agent.get_action_and_value(features, actions)[1:]
 
 
-def ppo_update(
-    agent: RecurrentAgent,
-    optimizer: torch.optim.Optimizer,
-    rollout: Rollout,
-    args: Args,
-    device: torch.device,
-    global_step: int,
-) -> dict[str, float]:
+def ppo_update(agent, optimizer, rollout, args: Args, device: torch.device, global_step: int) -> dict:
     """GAE on the rollout, then `update_epochs` epochs of clipped-PPO steps on minibatches of whole envs.
 
-    Returns every logged loss as its mean over all minibatches and epochs of this update.
+    Returns every logged loss as its mean over all minibatches and epochs of this update; a loss that
+    is not finite stops the run (one check per update, not a host sync per minibatch).
     """
-
-    def as_tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, device=device)
-
     # With NEXT_STEP autoreset the row after an episode end holds the real final observation
     # (and its value, computed with that episode's memory), so truncation bootstraps exactly.
     next_values = np.concatenate([rollout.values[1:], rollout.last_value[None]])
     advantages, returns = compute_gae(
         rollout.rewards, rollout.values, next_values, rollout.terminations, rollout.dones, args.gamma, args.gae_lambda
     )
-    advantages, returns = as_tensor(advantages), as_tensor(returns)
-    old_log_probs, old_values = as_tensor(rollout.log_probs), as_tensor(rollout.values)
-    trainable = as_tensor(rollout.trainable)
-
-    sums: dict[str, float] = {}
-    num_minibatch_steps = 0
-    stop_early = False
+    old = {"log_probs": rollout.log_probs, "values": rollout.values, "advantages": advantages, "returns": returns}
+    old = {name: torch.as_tensor(array, device=device) for name, array in old.items()}
+    trainable = torch.as_tensor(rollout.trainable, device=device).bool()
+    value_clip = args.clip_coef if args.clip_vloss else None  # --clip-vloss: V stays near the old values too
+    stats = []
     for _epoch in range(args.update_epochs):
         for env_ids in torch.tensor_split(torch.randperm(args.num_envs, device=device), args.num_minibatches):
-            new_log_prob, entropy, new_value = replay(agent, rollout, env_ids, device)
             keep = trainable[:, env_ids]  # every step of these envs but the reset steps
-            mb_advantages = advantages[:, env_ids][keep]
-            if args.norm_adv and len(mb_advantages) > 1:
-                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-            policy_loss, approx_kl, clipfrac = ppo_policy_loss(
-                new_log_prob[keep], old_log_probs[:, env_ids][keep], mb_advantages, args.clip_coef
-            )
-            value_loss = ppo_value_loss(
-                new_value[keep],
-                old_values[:, env_ids][keep],
-                returns[:, env_ids][keep],
-                args.clip_coef if args.clip_vloss else None,
-            )
-            entropy_loss = entropy[keep].mean()
+            log_prob, entropy, new_value = (tensor[keep] for tensor in replay(agent, rollout, env_ids, device))
+            mb = {name: tensor[:, env_ids][keep] for name, tensor in old.items()}
+            mb_advantage = mb["advantages"]
+            if args.norm_adv and len(mb_advantage) > 1:
+                mb_advantage = (mb_advantage - mb_advantage.mean()) / (mb_advantage.std() + 1e-8)
+            policy_loss, approx_kl, clipfrac = ppo_policy_loss(log_prob, mb["log_probs"], mb_advantage, args.clip_coef)
+            value_loss = ppo_value_loss(new_value, mb["values"], mb["returns"], value_clip)
+            entropy_loss = entropy.mean()
             loss = policy_loss + args.vf_coef * value_loss - args.ent_coef * entropy_loss
-
-            stats = {
-                "policy_loss": policy_loss.item(),
-                "value_loss": value_loss.item(),
-                "entropy": entropy_loss.item(),
-                "approx_kl": approx_kl.item(),
-                "clipfrac": clipfrac.item(),
-            }
-            for name, value in stats.items():
-                if not np.isfinite(value):
-                    raise NonFiniteLossError(f"non-finite {name} ({value}) in the update at global step {global_step}")
-                sums[name] = sums.get(name, 0.0) + value
-            num_minibatch_steps += 1
+            stats.append(torch.stack([policy_loss, value_loss, entropy_loss, approx_kl, clipfrac]).detach())
 
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             optimizer.step()
-            if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
-                stop_early = True
+            if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break
-        if stop_early:
-            break
-
-    if not all(torch.isfinite(p).all() for p in agent.parameters()):
-        raise NonFiniteLossError(f"non-finite network parameters after the update at global step {global_step}")
-    return {name: total / num_minibatch_steps for name, total in sums.items()}
-
-
-def save_model(path: str, agent: RecurrentAgent, envs: gym.vector.VectorEnv, args: Args) -> None:
-    """Weights plus the observation-normalization statistics: everything needed to act."""
-    obs_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
-    obs_rms = None
-    if obs_norm is not None:
-        rms = obs_norm.obs_rms
-        obs_rms = {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
-    checkpoint = {"algorithm": ALGORITHM, "model": agent.state_dict(), "obs_rms": obs_rms}
-    torch.save({**checkpoint, "args": dataclasses.asdict(args)}, path)
-
-
-def load_model_file(path: str, device: torch.device, env_id: str | None = None) -> tuple[dict, Args]:
-    """The saved model at `path` and its training flags; exit 2 with one line when the file is missing,
-    unreadable, another script's, or (env_id given) trained on another env."""
-    if not os.path.isfile(path):
-        usage_error(f"--eval-model {path}: no such file")
-    try:  # weights_only (torch's default): loading runs no code from the file
-        checkpoint = torch.load(path, map_location=device)
-    except Exception as error:
-        usage_error(f"--eval-model {path}: not a model file saved by torch ({type(error).__name__})")
-    saved_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
-    if saved_by != ALGORITHM:
-        usage_error(f"--eval-model {path}: not a {ALGORITHM}.py model (saved by: {saved_by or 'unknown'})")
-    try:
-        train_args = Args(**checkpoint["args"])
-    except (KeyError, TypeError) as error:
-        usage_error(f"--eval-model {path}: its training flags do not fit this {ALGORITHM}.py ({error})")
-    if env_id is not None and env_id != train_args.env_id:
-        usage_error(f"--eval-model {path} was trained on {train_args.env_id}, not on --env-id {env_id}")
-    return checkpoint, train_args
-
-
-def evaluate(
-    model_path: str, eval_episodes: int, seed: int, device: torch.device, video_name: str = "", render: bool = False
-) -> list[float]:
-    """Play the saved model's deterministic action (argmax or mean) on one fresh env, carrying the
-    hidden state and zeroing it at every episode start, with the saved, frozen obs statistics; with
-    a video_name, record the episodes into videos/{video_name}."""
-    checkpoint, train_args = load_model_file(model_path, device)
-    eval_args = dataclasses.replace(
-        train_args, num_envs=1, capture_video=bool(video_name), render=render, norm_reward=False
-    )
-    envs = make_vector_env(eval_args, video_name)
-    obs_norm = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
-    if obs_norm is not None and checkpoint["obs_rms"] is not None:
-        obs_norm.update_running_mean = False
-        obs_norm.obs_rms.mean = checkpoint["obs_rms"]["mean"].numpy().copy()
-        obs_norm.obs_rms.var = checkpoint["obs_rms"]["var"].numpy().copy()
-        obs_norm.obs_rms.count = checkpoint["obs_rms"]["count"]
-    agent = RecurrentAgent(envs.single_observation_space.shape[0], envs.single_action_space, train_args.hidden_size)
-    try:
-        agent.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:  # weights of another shape: saved from another env or network
-        usage_error(f"--eval-model {model_path}: its weights do not fit {train_args.env_id} ({error})".splitlines()[0])
-    agent.to(device)
-    episode_log = EpisodeLog(writer=None)
-    obs, _ = envs.reset(seed=seed)
-    hidden, done, start = agent.initial_state(1, device), np.zeros(1, bool), np.ones(1, bool)
-    while len(episode_log.all_returns) < eval_episodes:
-        with torch.no_grad():
-            features, hidden = agent.step(obs, hidden, start)
-            action = agent.act(features, deterministic=True).cpu().numpy()
-        if not agent.is_discrete:
-            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, _, terminated, truncated, infos = envs.step(action)
-        start, done = done, terminated | truncated  # NEXT_STEP: the step after a done returns a first obs
-        episode_log.record(infos, 0)
-    envs.close()
-    return episode_log.all_returns[:eval_episodes]
-
-
-def watch(args: Args) -> dict:
-    """--eval-model: play a saved model instead of training, and print its mean return."""
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    # --env-id left at its default means "the model's env"; given, it must be the model's env.
-    _, train_args = load_model_file(args.eval_model, device, None if args.env_id == Args.env_id else args.env_id)
-    run = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model)))
-    video_name = f"{run}-eval" if args.capture_video else ""
-    # seed + 10_000, as in the evaluation after training: the same file gives the figure printed then
-    returns = evaluate(args.eval_model, args.eval_episodes, args.seed + 10_000, device, video_name, args.render)
-    mean, std = np.mean(returns), np.std(returns)
-    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
-    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if video_name else None}
-
-
-def start_tracking(args: Args, run_name: str):
-    """Weights & Biases run that mirrors the TensorBoard scalars (imported only when --track asks)."""
-    import wandb
-
-    return wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        name=run_name,
-        config=dataclasses.asdict(args),
-        sync_tensorboard=True,  # must start before the SummaryWriter it copies
-        save_code=True,
-    )
-
-
-def finish_tracking(tracker, run_name: str, exit_code: int) -> None:
-    """Upload the training videos, then close the W&B run."""
-    import wandb
-
-    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
-        tracker.log({"videos": wandb.Video(video)})
-    tracker.finish(exit_code=exit_code)
-
-
-class CtrlC:
-    """Ctrl-C as a request to stop: the first one only sets `pressed`, and the training loop stops
-    where it next checks, with no TensorBoard write or optimizer step half done (a KeyboardInterrupt
-    raised inside a write can queue an event without waking the writer's thread, and closing the
-    writer then stalls for up to its two-minute flush interval). A second Ctrl-C interrupts at once.
-    Signal handlers can only be set from the main thread; elsewhere this does nothing."""
-
-    def __init__(self):
-        self.pressed = False
-        self.active = threading.current_thread() is threading.main_thread()
-        if self.active:
-            self.previous = signal.signal(signal.SIGINT, self.press)
-
-    def press(self, signum, frame) -> None:
-        self.pressed = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def restore(self) -> None:
-        if self.active:
-            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        if args.target_kl is not None and approx_kl.item() > args.target_kl:
+            break  # the minibatch loop stopped early: so do the epochs
+    names = ["policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"]
+    losses = {f"losses/{name}": value for name, value in zip(names, torch.stack(stats).mean(0).tolist(), strict=True)}
+    if not np.isfinite(sum(losses.values())):
+        raise FloatingPointError(f"non-finite loss at global step {global_step}: {losses}")
+    return losses
 
 
 def main(args: Args) -> dict:
-    check_args(args)
+    args = check_args(args)
     if args.eval_model:
         return watch(args)
-    args = resolve_defaults(args)
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = max(1, args.total_timesteps // batch_size)
+    num_iterations = max(1, args.total_timesteps // (args.num_envs * args.num_steps))
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    # One thread is faster than several for these small networks, and leaves a core for the envs.
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one thread is faster for these small networks, and leaves a core for the envs
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    tracker = start_tracking(args, run_name) if args.track else None
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
-    )
     envs = make_vector_env(args, run_name)
     envs.action_space.seed(args.seed)
-    agent = RecurrentAgent(
-        envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_size, args.init_action_std
-    )
-    agent.to(device)
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    agent = RecurrentAgent(obs_space.shape[0], action_space, args.hidden_size, args.init_action_std).to(device)
     # fused: one kernel for all parameters (cheaper per step than the per-tensor loop)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    obs_shape, action_shape = envs.single_observation_space.shape, envs.single_action_space.shape
-    rollout = Rollout.empty(args.num_steps, args.num_envs, obs_shape, action_shape)
-    episode_log = EpisodeLog(writer)
-    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+    # The rollout: num_steps x num_envs float32 arrays. trainable is 0 on the reset step that follows an episode
+    # end; starts is 1 where the observation is an episode's first (h is zeroed before it). initial_hidden
+    # (h before the rollout's first step) and last_value (V of the observation after its last step) are
+    # what the update needs to replay the GRU and bootstrap.
+    names = ["obs", "actions", "log_probs", "values", "rewards", "terminations", "dones", "trainable", "starts"]
+    shapes = {"obs": obs_space.shape, "actions": action_space.shape}
+    zeros = {name: np.zeros((args.num_steps, args.num_envs, *shapes.get(name, ())), np.float32) for name in names}
+    rollout = types.SimpleNamespace(**zeros, initial_hidden=None, last_value=None)
+    next_obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
+    hidden = torch.zeros(1, args.num_envs, args.hidden_size, device=device)
+    # next_done: the last step ended an episode, so the next step is a reset step; next_start: the next
+    # observation is an episode's first, so h is zeroed before it.
+    next_done, next_start = np.zeros(args.num_envs, dtype=bool), np.ones(args.num_envs, dtype=bool)
 
+    writer, tracker = start_logging(args, run_name)  # the run folder appears here, just before the Ctrl-C handler
+    episodic_returns: list[float] = []
     global_step = 0
     start_time = time.time()
-    progress_every = max(1, num_iterations // 20)
-    first_obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
-    state = EnvState(
-        obs=first_obs,
-        hidden=agent.initial_state(args.num_envs, device),
-        done=np.zeros(args.num_envs, dtype=bool),
-        start=np.ones(args.num_envs, dtype=bool),
-    )
     exit_code = 0
-    ctrl_c = CtrlC()
+    # Ctrl-C only sets a flag the loop checks between updates: a KeyboardInterrupt raised inside a
+    # TensorBoard write can queue an event without waking the writer's thread, and closing it stalls.
+    ctrl_c = threading.Event()
+    previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: ctrl_c.set())
     try:
         for iteration in range(1, num_iterations + 1):
-            if ctrl_c.pressed:
-                raise KeyboardInterrupt  # handled below, at a point where nothing is half done
+            if ctrl_c.is_set():
+                break
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
-            state, global_step = collect_rollout(agent, envs, rollout, state, episode_log, global_step)
+            rollout.initial_hidden = hidden.clone()  # the update replays every sequence from here
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                rollout.obs[step] = next_obs
+                rollout.trainable[step] = ~next_done
+                rollout.starts[step] = next_start
+                action, log_prob, value, hidden = agent.act(next_obs, hidden, next_start)
+                rollout.actions[step] = action
+                rollout.log_probs[step] = log_prob
+                rollout.values[step] = value
+                if not agent.is_discrete:  # the env gets the clipped action; learning uses the sampled one
+                    action = np.clip(action, action_space.low, action_space.high)
+                next_obs, reward, terminated, truncated, infos = envs.step(action)
+                # NEXT_STEP autoreset: the step after a done is a reset step, returning a first observation.
+                next_start, next_done = next_done, terminated | truncated
+                rollout.rewards[step] = reward
+                rollout.terminations[step] = terminated
+                rollout.dones[step] = next_done
+                for i in np.flatnonzero(infos.get("_episode", [])):  # from RecordEpisodeStatistics
+                    episodic_returns.append(float(infos["episode"]["r"][i]))
+                    writer.add_scalar("charts/episodic_return", episodic_returns[-1], global_step)
+                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
+            # V of the observation after the last step, with h carried on (deterministic: draws no noise)
+            rollout.last_value = agent.act(next_obs, hidden, next_start, deterministic=True)[2]
             losses = ppo_update(agent, optimizer, rollout, args, device, global_step)
 
             sps = int(global_step / (time.time() - start_time))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            for name, value in losses.items():
-                writer.add_scalar(f"losses/{name}", value, global_step)
-            if iteration % progress_every == 0 or iteration == num_iterations:
-                print(
-                    f"global_step={global_step:>8d} ({100 * global_step / args.total_timesteps:3.0f}%)  "
-                    f"mean_return(last {episode_log.recent_returns.maxlen})={episode_log.recent_mean():9.2f}  SPS={sps}"
-                )
-    except KeyboardInterrupt:
-        print(f"interrupted at global_step={global_step}; closing cleanly", file=sys.stderr)
-        exit_code = 130
-    except NonFiniteLossError as error:
+            scalars = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **losses}
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step)
+            if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
+                print(progress_line(global_step, args.total_timesteps, episodic_returns, sps))
+    except FloatingPointError as error:
         print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
         exit_code = 1
     finally:
-        ctrl_c.restore()  # Ctrl-C is back to its usual meaning
-        if args.save_model and exit_code != 1:
-            save_model(model_path, agent, envs, args)
-            print(f"model saved to {model_path}")
+        signal.signal(signal.SIGINT, previous_sigint)
         envs.close()
+    exit_code = 130 if ctrl_c.is_set() else exit_code
+    return finish_run(args, run_name, writer, tracker, exit_code, agent, envs, episodic_returns)
 
+
+# --- Plumbing: the algorithm is complete above; below are validation, saving, evaluation, logging and Ctrl-C. ---
+
+ALGORITHM = "ppo_gru"  # stored in saved models: --eval-model refuses another script's file
+FLAG_RULES = [  # (what is allowed, the test, the flags it applies to); a flag left at None is skipped
+    ("> 0", lambda value: value > 0, ["total_timesteps", "learning_rate", "hidden_size", "num_envs", "num_steps"]),
+    ("> 0", lambda value: value > 0, ["num_minibatches", "update_epochs", "clip_coef", "max_grad_norm"]),
+    ("> 0", lambda value: value > 0, ["target_kl", "eval_episodes"]),
+    ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
+    (">= 0", lambda value: value >= 0, ["ent_coef", "vf_coef"]),
+]
+
+
+def usage_error(message: str) -> None:
+    """A user mistake: one line on stderr, exit status 2, no traceback."""
+    print(f"{os.path.basename(__file__)}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args: Args) -> Args:
+    """Stop with one line and exit 2, before any env is made, at the first flag that breaks its rule, an
+    unknown env id, a missing optional package or a space this script does not support. Returns the
+    Args with the kind defaults (KIND_DEFAULTS, --norm-reward, the learning rate) filled in from the probe env."""
+    for rule, allowed, names in FLAG_RULES:
+        for name in names:
+            if getattr(args, name) is not None and not allowed(getattr(args, name)):
+                usage_error(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+    if args.env_id not in gym.registry:
+        usage_error(f"--env-id {args.env_id!r} is not a registered gymnasium environment")
+    if args.mask_velocity and args.env_id not in VELOCITY_INDICES:
+        usage_error(f"--mask-velocity does not know {args.env_id}; supported: {', '.join(VELOCITY_INDICES)}")
+    for flag, module, extra in [("capture_video", "moviepy", "video"), ("track", "wandb", "track")]:
+        if getattr(args, flag) and importlib.util.find_spec(module) is None:
+            usage_error(f"--{flag.replace('_', '-')} needs {module}: pip install -e '.[{extra}]'")
+    if args.render and (not args.eval_model or args.capture_video):
+        usage_error("--render shows an --eval-model run in a window, without --capture-video")
+    probe = gym.make(args.env_id, render_mode="rgb_array" if args.capture_video else None)
+    if args.capture_video:
+        try:  # rendering may need packages of its own (pygame for classic control, OpenGL for MuJoCo)
+            probe.reset(seed=args.seed)
+            probe.render()
+        except (gym.error.DependencyNotInstalled, ImportError) as error:
+            usage_error(f"--capture-video cannot render {args.env_id}: {str(error).splitlines()[0]}")
+    probe.close()
+    obs_space, action_space = probe.observation_space, probe.action_space
+    one_d_box = [isinstance(space, gym.spaces.Box) and len(space.shape) == 1 for space in (obs_space, action_space)]
+    if not (one_d_box[0] and (one_d_box[1] or isinstance(action_space, gym.spaces.Discrete))):
+        supported = f"{ALGORITHM}.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
+        usage_error(f"{args.env_id} has observation space {obs_space} and action space {action_space}; {supported}")
+    # The kind defaults fill every flag left at None (a flag given on the command line always wins).
+    kind = "discrete" if isinstance(action_space, gym.spaces.Discrete) else "continuous"
+    # Box: 1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3]
+    learning_rate = 1e-3 if kind == "discrete" else min(1e-3, max(3e-4, 1e-3 * (100_000 / args.total_timesteps) ** 0.5))
+    defaults = {**KIND_DEFAULTS[kind], "norm_reward": kind == "continuous", "learning_rate": learning_rate}
+    args = dataclasses.replace(args, **{name: value for name, value in defaults.items() if getattr(args, name) is None})
+    if args.num_envs % args.num_minibatches:
+        usage_error(f"--num-minibatches {args.num_minibatches} must divide --num-envs {args.num_envs} (whole envs)")
+    return args
+
+
+def recent_mean(episodic_returns: list[float]) -> float:
+    """The mean return of the last 10 finished episodes (nan before the first)."""
+    return float(np.mean(episodic_returns[-10:])) if episodic_returns else float("nan")
+
+
+def progress_line(global_step: int, total_timesteps: int, episodic_returns: list[float], sps: int) -> str:
+    share_done = 100 * min(global_step / total_timesteps, 1)
+    recent = recent_mean(episodic_returns)
+    return f"global_step={global_step:>8d} ({share_done:3.0f}%)  mean_return(last 10)={recent:9.2f}  SPS={sps}"
+
+
+def start_logging(args: Args, run_name: str):
+    """The TensorBoard writer with the flags as a table, and with --track a Weights & Biases run that
+    mirrors it (wandb imported only then; sync_tensorboard must start before the writer it copies)."""
+    tracker = None
+    if args.track:
+        import wandb
+
+        settings = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, sync_tensorboard=True)
+        tracker = wandb.init(**settings, config=dataclasses.asdict(args))
+    writer = SummaryWriter(f"runs/{run_name}")
+    table = "\n".join(f"|{key}|{value}|" for key, value in dataclasses.asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer, tracker
+
+
+def finish_run(args: Args, run_name: str, writer, tracker, exit_code: int, agent, envs, episodic_returns) -> dict:
+    """After training: with --save-model save the agent and the observation-normalization statistics (unless
+    the run failed) and, if the run completed, evaluate the saved file; close the writer and the W&B run
+    (uploading the training videos); exit on a failure."""
+    model_path = f"runs/{run_name}/{args.exp_name}.pt"
+    if args.save_model and exit_code != 1:
+        obs_rms = {"mean": envs.obs_rms.mean.tolist(), "var": envs.obs_rms.var.tolist()} if args.norm_obs else None
+        checkpoint = {"algorithm": ALGORITHM, "args": dataclasses.asdict(args), "model": agent.state_dict()}
+        torch.save({**checkpoint, "obs_rms": obs_rms}, model_path)
+        print(f"model saved to {model_path}")
     eval_returns = []
     if args.save_model and exit_code == 0:
-        eval_returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device)
+        eval_returns = watch(dataclasses.replace(args, eval_model=model_path, capture_video=False))["eval_returns"]
         for episode, episodic_return in enumerate(eval_returns):
             writer.add_scalar("eval/episodic_return", episodic_return, episode)
-        print(f"eval: mean return {np.mean(eval_returns):.2f} over {len(eval_returns)} episodes")
     writer.close()
-    window = episode_log.recent_returns.maxlen
-    print(f"final mean_return(last {window})={episode_log.recent_mean():.2f}  run: runs/{run_name}")
+    if exit_code == 130:
+        print("interrupted by Ctrl-C; the run was closed cleanly", file=sys.stderr)
+    print(f"final mean_return(last 10)={recent_mean(episodic_returns):.2f}  run: runs/{run_name}")
     if tracker is not None:
-        finish_tracking(tracker, run_name, exit_code)
+        import wandb
+
+        for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+            tracker.log({"videos": wandb.Video(video)})
+        tracker.finish(exit_code=exit_code)
     if exit_code:
         sys.exit(exit_code)
-    return {
-        "run_name": run_name,
-        "episodic_returns": episode_log.all_returns,
-        "eval_returns": eval_returns,
-        "model_path": model_path if args.save_model else None,
-    }
+    return {"run_name": run_name, "episodic_returns": episodic_returns, "eval_returns": eval_returns}
+
+
+def watch(args: Args) -> dict:
+    """--eval-model (and the evaluation after training): play the saved agent's deterministic action (argmax
+    or the Gaussian mean) on one env of its kind, reset once with seed + 10_000, for --eval-episodes episodes,
+    carrying the hidden state, zeroing it at every episode start and normalizing observations with the saved,
+    frozen statistics; print the mean return. A file that is missing, not a model file, another script's, or
+    whose weights do not fit its env: one line, exit 2."""
+    video_name = os.path.basename(os.path.dirname(os.path.abspath(args.eval_model))) + "-eval"
+    try:  # weights_only (torch's default): loading runs no code from the file
+        checkpoint = torch.load(args.eval_model, map_location="cpu")  # one env step by step: the CPU is fast enough
+        if checkpoint["algorithm"] != ALGORITHM:
+            raise ValueError(f"saved by {checkpoint['algorithm']}.py")
+        train_args = Args(**checkpoint["args"])
+        # The rewards the envs return are not used here, so --norm-reward does not matter.
+        play_args = dataclasses.replace(train_args, num_envs=1, capture_video=args.capture_video, render=args.render)
+        envs = make_vector_env(play_args, video_name)
+        agent = RecurrentAgent(envs.single_observation_space.shape[0], envs.single_action_space, train_args.hidden_size)
+        agent.load_state_dict(checkpoint["model"])
+        if train_args.norm_obs:  # the saved statistics, frozen
+            envs.update_running_mean = False
+            envs.obs_rms.mean, envs.obs_rms.var = (np.array(checkpoint["obs_rms"][key]) for key in ("mean", "var"))
+    except FileNotFoundError:
+        usage_error(f"--eval-model {args.eval_model}: no such file")
+    except Exception as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        why = f"not a model file saved by {ALGORITHM}.py, or its weights do not fit its env ({reason})"
+        usage_error(f"--eval-model {args.eval_model}: {why}")
+    if args.env_id not in (Args.env_id, train_args.env_id):  # left at its default, --env-id means "the model's"
+        usage_error(f"--eval-model {args.eval_model} was trained on {train_args.env_id}, not --env-id {args.env_id}")
+    obs, _ = envs.reset(seed=args.seed + 10_000)
+    hidden = torch.zeros(1, 1, train_args.hidden_size)
+    done, start = np.zeros(1, bool), np.ones(1, bool)
+    returns = []
+    while len(returns) < args.eval_episodes:
+        action, _, _, hidden = agent.act(obs, hidden, start, deterministic=True)
+        if not agent.is_discrete:
+            action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, _, terminated, truncated, infos = envs.step(action)
+        start, done = done, terminated | truncated  # NEXT_STEP: the step after a done returns a first obs
+        if "episode" in infos:  # one env: the episode that just ended is its episode
+            returns.append(float(infos["episode"]["r"][0]))
+    envs.close()
+    mean, std = np.mean(returns), np.std(returns)
+    print(f"eval: {train_args.env_id} mean return {mean:.2f} +- {std:.2f} over {len(returns)} episodes")
+    return {"eval_returns": returns, "video_folder": f"videos/{video_name}" if args.capture_video else None}
 
 
 if __name__ == "__main__":

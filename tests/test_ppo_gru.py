@@ -1,6 +1,7 @@
-"""ppo_gru.py: exact replay of the hidden state, episode-start masks, --mask-velocity, learning."""
+"""ppo_gru.py: the math, exact replay of the hidden state, episode-start masks, --mask-velocity, learning."""
 
-import dataclasses
+import copy
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -12,33 +13,71 @@ import ppo
 import ppo_gru
 
 
-def start_rollouts(env_id: str, num_envs: int, num_steps: int, rollouts: int = 2, seed: int = 0):
-    """Collect `rollouts` rollouts with an untrained agent; return (agent, last rollout, args).
+def reference_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
+    """A_t as the forward sum of (gamma * lambda)^k * delta_{t+k}, up to and including the first done."""
+    num_steps, num_envs = rewards.shape
+    advantages = np.zeros((num_steps, num_envs))
+    for env in range(num_envs):
+        for t in range(num_steps):
+            total, weight = 0.0, 1.0
+            for k in range(t, num_steps):
+                delta = rewards[k, env] + gamma * next_values[k, env] * (1 - terminations[k, env]) - values[k, env]
+                total += weight * delta
+                if dones[k, env]:
+                    break
+                weight *= gamma * gae_lambda
+            advantages[t, env] = total
+    return advantages
 
-    The second rollout starts from a non-zero hidden state, which the replay must use."""
-    torch.manual_seed(seed)
-    # Raw observations (no normalization), so the counting env's values can be read directly.
-    args = ppo_gru.Args(env_id=env_id, num_envs=num_envs, num_steps=num_steps, norm_obs=False)
-    args = ppo_gru.resolve_defaults(args)
-    envs = ppo_gru.make_vector_env(args)
-    agent = ppo_gru.RecurrentAgent(envs.single_observation_space.shape[0], envs.single_action_space, 16)
-    rollout = ppo_gru.Rollout.empty(
-        num_steps, num_envs, envs.single_observation_space.shape, envs.single_action_space.shape
-    )
-    obs, _ = envs.reset(seed=seed)
-    state = ppo_gru.EnvState(
-        obs, agent.initial_state(num_envs, torch.device("cpu")), np.zeros(num_envs, bool), np.ones(num_envs, bool)
-    )
-    log = ppo_gru.EpisodeLog(writer=None)
-    for _ in range(rollouts):
-        state, _ = ppo_gru.collect_rollout(agent, envs, rollout, state, log, 0)
-    envs.close()
-    return agent, rollout, args
+
+def test_compute_gae_matches_a_plain_loop_with_terminations_and_truncations():
+    rng = np.random.default_rng(0)
+    rewards, values, next_values = (rng.normal(size=(9, 4)) for _ in range(3))
+    terminations, truncations = np.zeros((9, 4)), np.zeros((9, 4))
+    terminations[2, 0] = terminations[6, 1] = terminations[8, 3] = 1
+    truncations[4, 0] = truncations[1, 2] = truncations[8, 1] = 1
+    dones = np.maximum(terminations, truncations)
+    advantages, returns = ppo_gru.compute_gae(rewards, values, next_values, terminations, dones, 0.97, 0.9)
+    expected = reference_gae(rewards, values, next_values, terminations, dones, 0.97, 0.9)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-12)
+    np.testing.assert_allclose(returns, expected + values, rtol=1e-12)
+
+
+def test_policy_and_value_losses_hand_computed():
+    ratios = torch.tensor([1.5, 0.5, 1.0])
+    old_log_prob = torch.tensor([-1.0, -2.0, -0.5])
+    advantages = torch.tensor([1.0, 1.0, -1.0])
+    loss, approx_kl, clipfrac = ppo_gru.ppo_policy_loss(old_log_prob + ratios.log(), old_log_prob, advantages, 0.2)
+    # per sample max(-A*r, -A*clip(r)): -1.2 (clipped at 1.2), -0.5, 1.0
+    torch.testing.assert_close(loss, torch.tensor((-1.2 - 0.5 + 1.0) / 3))
+    torch.testing.assert_close(clipfrac, torch.tensor(2 / 3))
+    expected_kl = np.mean([0.5 - np.log(1.5), -0.5 - np.log(0.5), 0.0])
+    torch.testing.assert_close(approx_kl, torch.tensor(expected_kl, dtype=torch.float32))
+    new_values, old_values, returns = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0]), torch.tensor([0.0, 2.5])
+    # unclipped squared errors 1 and 0.25; clipped values 1.5 and 2.5 give 2.25 and 0
+    torch.testing.assert_close(ppo_gru.ppo_value_loss(new_values, old_values, returns, None), torch.tensor(0.3125))
+    torch.testing.assert_close(ppo_gru.ppo_value_loss(new_values, old_values, returns, 0.5), torch.tensor(0.625))
+
+
+def captured_rollouts(monkeypatch, **flags) -> list:
+    """Train with these flags; return (agent, rollout) as they were when each update began: the
+    rollout main() just collected and the agent that collected it. The second rollout starts from a
+    non-zero hidden state, which the replay must use."""
+    captured, update = [], ppo_gru.ppo_update
+
+    def capture(agent, optimizer, rollout, *rest):
+        captured.append((copy.deepcopy(agent), copy.deepcopy(rollout)))
+        return update(agent, optimizer, rollout, *rest)
+
+    monkeypatch.setattr(ppo_gru, "ppo_update", capture)
+    ppo_gru.main(ppo_gru.Args(**flags))
+    return captured
 
 
 @pytest.mark.parametrize("env_id,num_steps", [("CartPole-v1", 96), ("Pendulum-v1", 160)])
-def test_replay_reproduces_the_rollout_exactly_across_episode_resets(env_id, num_steps):
-    agent, rollout, _ = start_rollouts(env_id, num_envs=4, num_steps=num_steps)
+def test_replay_reproduces_the_rollout_exactly_across_episode_resets(env_id, num_steps, monkeypatch, in_tmp_dir):
+    flags = dict(env_id=env_id, num_envs=4, num_steps=num_steps, total_timesteps=2 * 4 * num_steps)
+    agent, rollout = captured_rollouts(monkeypatch, **flags)[1]
     assert rollout.starts[1:].any(), "no episode started inside the rollout: the test would prove nothing"
     assert rollout.initial_hidden.abs().sum() > 0
     with torch.no_grad():
@@ -48,14 +87,15 @@ def test_replay_reproduces_the_rollout_exactly_across_episode_resets(env_id, num
             np.testing.assert_allclose(log_probs.numpy(), rollout.log_probs[:, env_ids], rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(values.numpy(), rollout.values[:, env_ids], rtol=1e-5, atol=1e-5)
         # The same replay without the resets drifts: this is the bug the test exists to catch.
-        no_resets = dataclasses.replace(rollout, starts=np.zeros_like(rollout.starts))
+        no_resets = types.SimpleNamespace(**{**vars(rollout), "starts": np.zeros_like(rollout.starts)})
         _, _, values = ppo_gru.replay(agent, no_resets, torch.arange(4), torch.device("cpu"))
         assert not np.allclose(values.numpy(), rollout.values, atol=1e-3)
 
 
-def test_masks_line_up_with_episode_ends():
-    # Episodes of 3 steps (obs = 0, 1, 2, then the final obs 3), cut by the time limit.
-    _, rollout, _ = start_rollouts("tests/CountingTruncated-v0", num_envs=2, num_steps=9, rollouts=1)
+def test_masks_line_up_with_episode_ends(monkeypatch, in_tmp_dir):
+    # Episodes of 3 steps (obs = 0, 1, 2, then the final obs 3), cut by the time limit; raw observations.
+    flags = dict(env_id="tests/CountingTruncated-v0", num_envs=2, num_steps=9, total_timesteps=18, norm_obs=False)
+    [(_, rollout)] = captured_rollouts(monkeypatch, **flags)
     np.testing.assert_array_equal(rollout.obs[:, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3, 0])
     np.testing.assert_array_equal(rollout.dones[:, 0], [0, 0, 1, 0, 0, 0, 1, 0, 0])
     np.testing.assert_array_equal(rollout.terminations[:, 0], 0)  # truncated, not terminated
@@ -86,7 +126,7 @@ def test_hidden_state_is_zero_at_every_episode_start():
 @pytest.mark.parametrize("env_id", list(ppo_gru.VELOCITY_INDICES))
 def test_mask_velocity_hides_exactly_the_listed_indices(module, env_id):
     assert module.VELOCITY_INDICES == ppo_gru.VELOCITY_INDICES
-    masked = module.MaskVelocity(gym.make(env_id), module.VELOCITY_INDICES[env_id])
+    masked = module.make_env(module.Args(env_id=env_id, mask_velocity=True), 1, "")()
     plain = gym.make(env_id)
     masked_obs, _ = masked.reset(seed=3)
     plain_obs, _ = plain.reset(seed=3)
