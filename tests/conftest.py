@@ -60,7 +60,7 @@ SCRIPT_PROFILES = {
         ],
     ),
     "a2c": dict(
-        tiny=["--total-timesteps", "400", "--num-envs", "2", "--eval-frequency", "0"],
+        tiny=["--total-timesteps", "400", "--num-envs", "2"],
         discrete_env="CartPole-v1",
         continuous_env="Pendulum-v1",
         unsupported_env="Blackjack-v1",
@@ -68,7 +68,7 @@ SCRIPT_PROFILES = {
             (["--num-steps", "0"], "--num-steps"),
             (["--learning-rate", "-0.1"], "--learning-rate"),
             (["--gae-lambda", "1.5"], "--gae-lambda"),
-            (["--eval-frequency", "-1"], "--eval-frequency"),
+            (["--num-envs", "0"], "--num-envs"),
         ],
     ),
     "a3c": dict(
