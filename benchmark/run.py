@@ -8,9 +8,10 @@ Each run is `python SCRIPT.py --env-id ENV --seed SEED [extra flags]` in benchma
 time by default so steps/sec is not distorted by a neighbour (`--jobs 2` runs two at once; the
 table says so). A suite (SUITES below) is a list of envs, each with its own budget, target and
 published anchors. The TensorBoard scalars are read back, and benchmark/results/ gets
-SCRIPT.json (every run, merged with earlier results), SCRIPT.md (the table, which the
-documentation pages in docs/ include), SCRIPT_suites.md for suites and
-SCRIPT_ENV[_LABEL][_BUDGET].png (learning curves).
+SCRIPT.json (every run, merged with earlier results), SCRIPT.md (the table of the runs with default
+flags, which the documentation pages in docs/ include), SCRIPT_suites.md for suites (default flags
+too), SCRIPT_tried.md (the `--label`led runs: what was tried while choosing the defaults, a table of
+its own under the default rows) and SCRIPT_ENV[_LABEL][_BUDGET].png (learning curves).
 
 Resumable: each finished run is saved to SCRIPT.json at once, and a (env, seed, label, budget)
 already there is not run again unless `--rerun` is given, so a stopped benchmark loses at most
@@ -325,6 +326,26 @@ def planned_runs(options: argparse.Namespace) -> list[tuple[str, int | None, int
     return [(env_id, budget, seed) for env_id, budget in envs for seed in options.seeds]
 
 
+# Labels that name a task, not a change of flags: default flags on the velocity-masked task (--mask-velocity).
+TASK_LABELS = {"", "masked"}
+
+
+def write_tables(script: str, results: list[dict], window: int) -> None:
+    """SCRIPT.md and SCRIPT_suites.md: the runs with default flags; SCRIPT_tried.md: the labelled runs (the
+    variants tried while choosing the defaults), a table of their own that a page shows under the defaults."""
+    defaults = [r for r in results if r.get("label", "") in TASK_LABELS]
+    tried = [r for r in results if r.get("label", "") not in TASK_LABELS]
+    tables = {script: format_table(defaults, window)}
+    if tried:
+        tables[f"{script}_tried"] = format_table(tried, window)
+    if script in SUITES:
+        tables[f"{script}_suites"] = format_suite_table(script, defaults, window)
+    for name, table in tables.items():
+        (RESULTS / f"{name}.md").write_text(table)
+        update_readme(name, table)
+        print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", help="algorithm script name without .py, e.g. ppo")
@@ -407,15 +428,7 @@ def main() -> None:
             for future in [pool.submit(run_and_save, *job) for job in todo]:
                 future.result()
     save()
-    table = format_table(results, options.final_window)
-    (RESULTS / f"{options.script}.md").write_text(table)
-    update_readme(options.script, table)
-    print(table)
-    if options.script in SUITES:
-        suite_table = format_suite_table(options.script, results, options.final_window)
-        (RESULTS / f"{options.script}_suites.md").write_text(suite_table)
-        update_readme(f"{options.script}_suites", suite_table)
-        print(suite_table)
+    write_tables(options.script, results, options.final_window)
     for (env_id, label, budget), runs in group_runs(results).items():
         plot_curves(
             options.script, env_id, label, runs, options.final_window, plot_path(options.script, env_id, label, budget)
