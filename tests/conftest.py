@@ -141,6 +141,23 @@ gym.register("tests/CountingTruncated-v0", entry_point=CountingEnv, max_episode_
 gym.register("tests/CountingTerminated-v0", entry_point=CountingEnv, kwargs={"terminate_at": 3})
 
 
+def reference_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
+    """A_t as the forward sum of (gamma * lambda)^k * delta_{t+k}, up to and including the first done."""
+    num_steps, num_envs = rewards.shape
+    advantages = np.zeros((num_steps, num_envs))
+    for env in range(num_envs):
+        for t in range(num_steps):
+            total, weight = 0.0, 1.0
+            for k in range(t, num_steps):
+                delta = rewards[k, env] + gamma * next_values[k, env] * (1 - terminations[k, env]) - values[k, env]
+                total += weight * delta
+                if dones[k, env]:
+                    break
+                weight *= gamma * gae_lambda
+            advantages[t, env] = total
+    return advantages
+
+
 def profile(name: str) -> dict:
     if name not in SCRIPT_PROFILES:
         pytest.fail(f"{name}.py has no entry in tests/conftest.py SCRIPT_PROFILES: add one")
