@@ -22,6 +22,7 @@ import argparse
 import fcntl
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmark" / "results"
@@ -39,39 +41,61 @@ WORK = ROOT / "benchmark" / "work"
 
 
 @dataclass
+class Anchor:
+    """A published figure to compare with: its source (a Markdown link), its mean, the text shown beside it
+    and whether it scores the final policy played without exploration noise (RL Zoo's figures do): then our
+    saved models' evaluation is compared with it, else our last training episodes."""
+
+    source: str
+    mean: float
+    text: str
+    evaluated: bool = False
+
+
+@dataclass
 class SuiteEnv:
-    """One env of a suite: the budget every run gets (None: the script's default), the target
-    the issue set, and published figures to show beside ours (each with its source)."""
+    """One env of a suite: the budget every run gets (None: the script's default), the target the issue
+    set, the published anchors, and the reference score that means 1 in the suite's normalized aggregate
+    (None: the first anchor's mean; an env with neither is left out of the aggregate)."""
 
     env_id: str
     budget: int | None
     target: str
-    anchors: list[str] = field(default_factory=list)
+    anchors: list[Anchor] = field(default_factory=list)
+    reference: float | None = None
+
+    def reference_score(self) -> float | None:
+        return self.reference if self.reference is not None else (self.anchors[0].mean if self.anchors else None)
 
 
 CLEANRL_PPO = "[CleanRL ppo](https://docs.cleanrl.dev/rl-algorithms/ppo/)"
 CLEANRL_DDPG = "[CleanRL ddpg](https://docs.cleanrl.dev/rl-algorithms/ddpg/)"
 RL_ZOO = "[RL Zoo](https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md)"
+IKOSTRIKOV = "[ikostrikov](https://github.com/ikostrikov/pytorch-a2c-ppo-acktr-gail)"
 # The standard suites per script: SUITES[script][suite name] -> envs.
 SUITES = {
     "ppo": {
         "discrete": [
-            SuiteEnv("CartPole-v1", 500_000, ">= 490", [f"{CLEANRL_PPO} 490 ± 6"]),
-            SuiteEnv("LunarLander-v3", 1_000_000, ">= 200", [f"{RL_ZOO} PPO 242 ± 32 (v2, 1M, evaluated)"]),
+            SuiteEnv("CartPole-v1", 500_000, ">= 490", [Anchor(CLEANRL_PPO, 490, "490 ± 6")]),
+            SuiteEnv(
+                "LunarLander-v3", 1_000_000, ">= 200", [Anchor(RL_ZOO, 242, "PPO 242 ± 32 (v2, 1M, evaluated)", True)]
+            ),
         ],
         "box": [
-            SuiteEnv("Pendulum-v1", None, ">= -200", [f"{RL_ZOO} PPO -172 ± 104 (gSDE, evaluated)"]),
+            SuiteEnv("Pendulum-v1", None, ">= -200", [Anchor(RL_ZOO, -172, "PPO -172 ± 104 (gSDE, evaluated)", True)]),
             SuiteEnv(
                 "HalfCheetah-v5",
                 1_000_000,
                 ">= 2500",
-                [
-                    f"{CLEANRL_PPO} 1443 ± 46 (v4)",
-                    "[ikostrikov](https://github.com/ikostrikov/pytorch-a2c-ppo-acktr-gail) 3115",
-                ],
+                [Anchor(CLEANRL_PPO, 1443, "1443 ± 46 (v4)"), Anchor(IKOSTRIKOV, 3115, "3115")],
             ),
-            SuiteEnv("Hopper-v5", 1_000_000, ">= 2300", [f"{CLEANRL_PPO} 2383 ± 272 (v4)", f"{RL_ZOO} PPO 2410"]),
-            SuiteEnv("InvertedPendulum-v5", 1_000_000, ">= 990", [f"{CLEANRL_PPO} 963 ± 22 (v4)"]),
+            SuiteEnv(
+                "Hopper-v5",
+                1_000_000,
+                ">= 2300",
+                [Anchor(CLEANRL_PPO, 2383, "2383 ± 272 (v4)"), Anchor(RL_ZOO, 2410, "PPO 2410 (evaluated)", True)],
+            ),
+            SuiteEnv("InvertedPendulum-v5", 1_000_000, ">= 990", [Anchor(CLEANRL_PPO, 963, "963 ± 22 (v4)")]),
         ],
         # Envs no target names, run with the same defaults: do they carry over?
         "held-out": [
@@ -83,13 +107,25 @@ SUITES = {
     },
     "a2c": {
         "discrete": [
-            SuiteEnv("CartPole-v1", 500_000, ">= 490", [f"{RL_ZOO} A2C 500"]),
-            SuiteEnv("LunarLander-v3", 500_000, ">= 150", [f"{RL_ZOO} A2C 156 ± 80 (v2, 200k, evaluated)"]),
+            SuiteEnv("CartPole-v1", 500_000, ">= 490", [Anchor(RL_ZOO, 500, "A2C 500 (evaluated)", True)]),
+            SuiteEnv(
+                "LunarLander-v3",
+                500_000,
+                ">= 150",
+                [Anchor(RL_ZOO, 156, "A2C 156 ± 80 (v2, 200k, evaluated)", True)],
+            ),
         ],
         "box": [
-            SuiteEnv("Pendulum-v1", 1_000_000, ">= -200", [f"{RL_ZOO} A2C -163 ± 103 (1M, gSDE, evaluated)"]),
-            SuiteEnv("HalfCheetah-v5", 1_000_000, ">= 3000", [f"{RL_ZOO} A2C 3041 ± 157 (v3)"]),
-            SuiteEnv("Hopper-v5", 1_000_000, ">= 1000", [f"{RL_ZOO} A2C 733 ± 377 (v3)"]),
+            SuiteEnv(
+                "Pendulum-v1",
+                1_000_000,
+                ">= -200",
+                [Anchor(RL_ZOO, -163, "A2C -163 ± 103 (1M, gSDE, evaluated)", True)],
+            ),
+            SuiteEnv(
+                "HalfCheetah-v5", 1_000_000, ">= 3000", [Anchor(RL_ZOO, 3041, "A2C 3041 ± 157 (v3, evaluated)", True)]
+            ),
+            SuiteEnv("Hopper-v5", 1_000_000, ">= 1000", [Anchor(RL_ZOO, 733, "A2C 733 ± 377 (v3, evaluated)", True)]),
         ],
         "held-out": [
             SuiteEnv("Acrobot-v1", 500_000, "-"),
@@ -107,22 +143,27 @@ SUITES = {
                 "Pendulum-v1",
                 None,
                 "saved actor, 100 eval episodes: >= -160 on each seed (ddpg_eval table)",
-                [f"{RL_ZOO} DDPG -152 ± 94 (evaluated)"],
+                [Anchor(RL_ZOO, -152, "DDPG -152 ± 94 (evaluated)", True)],
             ),
-            SuiteEnv("LunarLanderContinuous-v3", 300_000, ">= 200", [f"{RL_ZOO} DDPG 230 ± 92 (v2, evaluated)"]),
+            SuiteEnv(
+                "LunarLanderContinuous-v3",
+                300_000,
+                ">= 200",
+                [Anchor(RL_ZOO, 230, "DDPG 230 ± 92 (v2, evaluated)", True)],
+            ),
             SuiteEnv(
                 "HalfCheetah-v5",
                 300_000,
                 "ahead of SB3 DDPG here (sb3_ddpg_anchors table)",
-                [f"{CLEANRL_DDPG} 10374 ± 157 (v4, 1M)"],
+                [Anchor(CLEANRL_DDPG, 10374, "10374 ± 157 (v4, 1M)")],
             ),
             SuiteEnv(
                 "Hopper-v5",
                 300_000,
                 "ahead of SB3 DDPG here (sb3_ddpg_anchors table)",
-                [f"{CLEANRL_DDPG} 1577 ± 819 (v4, 1M)"],
+                [Anchor(CLEANRL_DDPG, 1577, "1577 ± 819 (v4, 1M)")],
             ),
-            SuiteEnv("InvertedPendulum-v5", 30_000, ">= 900", [f"{CLEANRL_DDPG} 643 ± 70 (v4, 1M)"]),
+            SuiteEnv("InvertedPendulum-v5", 30_000, ">= 900", [Anchor(CLEANRL_DDPG, 643, "643 ± 70 (v4, 1M)")]),
         ],
         "held-out": [
             SuiteEnv("InvertedDoublePendulum-v5", 100_000, "-"),
@@ -168,6 +209,9 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str], cwd: Path | N
     [run_dir] = sorted((cwd / "runs").iterdir())
     scalars = read_scalars(run_dir)
     returns = scalars.get("charts/episodic_return", [])
+    # With --save-model the script plays the saved model after training (deterministic actions) and logs
+    # each episode's return here: the policy without the exploration noise the training window includes.
+    eval_returns = [value for _, value in scalars.get("eval/episodic_return", [])]
     return {
         "script": script,
         "env_id": env_id,
@@ -178,6 +222,32 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str], cwd: Path | N
         "wall_s": wall,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "curve": returns,
+        "eval_returns": eval_returns,
+        "machine": machine(),
+    }
+
+
+def same_curve(first: dict, second: dict) -> bool:
+    """Whether two runs logged the same returns at the same steps (JSON stores the (step, return) pairs as lists)."""
+    return [list(point) for point in first["curve"]] == [list(point) for point in second["curve"]]
+
+
+def machine() -> dict:
+    """What a run ran on: per-seed figures are reproducible on one machine, not across machines (floating-point
+    sums differ in the last digits between CPUs and libraries, and training amplifies that)."""
+    from importlib.metadata import version
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    return {
+        "cpu": fields.get("model name", platform.processor() or platform.machine()),
+        "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}/{fields.get('stepping', '?')}",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": version("torch"),
+        "gymnasium": version("gymnasium"),
+        "numpy": version("numpy"),
     }
 
 
@@ -219,41 +289,98 @@ def short_budget(budget: int | None) -> str:
     return f"{budget // 1_000_000}M" if budget % 1_000_000 == 0 else f"{budget // 1000}k"
 
 
+def eval_score(result: dict) -> float | None:
+    """The saved model's mean return over its evaluation episodes (None: the run stored no evaluation)."""
+    return float(np.mean(result["eval_returns"])) if result.get("eval_returns") else None
+
+
+def row_intervals(runs: list[dict]) -> dict:
+    """A row's statistics over its seeds: training (last-window mean per seed) and, when every seed has one,
+    the saved models' evaluation; each as {"iqm": (point, low, high), "mean": (...)}, None for one seed
+    (nothing to resample: its figure stands alone)."""
+    evals = [eval_score(r) for r in runs]
+    return {
+        "train": stats.intervals([r["final_return"] for r in runs]) if len(runs) > 1 else None,
+        "eval": stats.intervals(evals) if None not in evals and len(runs) > 1 else None,
+    }
+
+
+def interval_text(intervals: dict, part: str, statistic: str, runs: list[dict]) -> str:
+    """A row's "IQM [low, high]"; a single seed's figure alone; "-" where no run stored an evaluation."""
+    if intervals[part] is not None:
+        return stats.format_interval(*intervals[part][statistic])
+    value = runs[0]["final_return"] if part == "train" else eval_score(runs[0])
+    return "-" if value is None or len(runs) > 1 else f"{stats.format_value(value)} (1 seed)"
+
+
+def anchor_text(anchor: Anchor, intervals: dict) -> str:
+    """The anchor, and where our interval lies against its mean (the eval interval for an evaluated anchor)."""
+    ours = intervals["eval"] if anchor.evaluated else intervals["train"]
+    if ours is None:
+        return f"{anchor.source} {anchor.text}: not compared (no interval: one seed, or no evaluation stored)"
+    where = stats.compare(*ours["iqm"][1:], anchor.mean)
+    return f"{anchor.source} {anchor.text}: **{where}**"
+
+
 def format_table(results: list[dict], window: int) -> str:
     rows = [
-        f"| env | label | seeds | steps | final return (last {window}, mean ± std over seeds) | steps/sec "
-        "| wall time (s) | peak memory (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| env | label | steps | seeds | last {window} training episodes: IQM [95% CI] | mean [95% CI] "
+        "| saved model, deterministic: IQM [95% CI] | steps/sec | wall time (s) | peak memory (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (env_id, label, _budget), runs in sorted(group_runs(results).items(), key=lambda item: str(item[0])):
-        finals = [r["final_return"] for r in runs]
-        seeds = ", ".join(str(r["seed"]) for r in runs)
+        intervals = row_intervals(runs)
         rows.append(
-            f"| {env_id} | {label or 'default'} | {seeds} "
-            f"| {runs[0]['total_steps']:,} | {np.mean(finals):.1f} ± {np.std(finals):.1f} "
+            f"| {env_id} | {label or 'default'} | {runs[0]['total_steps']:,} | {len(runs)} "
+            f"| {interval_text(intervals, 'train', 'iqm', runs)} | {interval_text(intervals, 'train', 'mean', runs)} "
+            f"| {interval_text(intervals, 'eval', 'iqm', runs)} "
             f"| {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} "
             f"| {np.mean([r['peak_rss_mb'] for r in runs]):.0f} |"
         )
-    return with_jobs_footnote(rows, results)
+    return with_footnotes(rows, results)
 
 
 def jobs_mark(runs: list[dict]) -> str:
     return "\\*" if any(r.get("jobs", 1) > 1 for r in runs) else ""
 
 
-def with_jobs_footnote(rows: list[str], results: list[dict]) -> str:
-    """The table's lines, and the footnote that explains jobs_mark when any run has it."""
+def with_footnotes(rows: list[str], results: list[dict]) -> str:
+    """The table's lines, the footnote that explains jobs_mark when any run has it, and the machines."""
     if jobs_mark(results):
         rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
+    episodes = sorted({len(r["eval_returns"]) for r in results if r.get("eval_returns")})
+    if episodes:
+        rows.append(f"\nSaved model: each seed's final model played for {'/'.join(map(str, episodes))} episodes.")
+    machines = sorted({machine_text(r.get("machine")) for r in results})
+    rows.append(f"\nMachine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}.")
     return "\n".join(rows) + "\n"
 
 
+def machine_text(machine: dict | None) -> str:
+    if machine is None:
+        return "not recorded (runs made before the machine was stored)"
+    return (
+        f"{machine['cpu']} (family/model/stepping {machine['cpu_family_model']}), {machine['cores']} cores, "
+        f"torch {machine['torch']}, gymnasium {machine['gymnasium']}"
+    )
+
+
+def format_per_seed(runs: list[dict]) -> str:
+    """seed: training[/eval] for each seed."""
+    return ", ".join(
+        f"{r['seed']}: {r['final_return']:.0f}" + (f"/{eval_score(r):.0f}" if eval_score(r) is not None else "")
+        for r in runs
+    )
+
+
 def format_suite_table(script: str, results: list[dict], window: int) -> str:
-    """Per suite env: our per-seed figures, their mean, the target and the published anchors."""
+    """Per suite env: the IQM and mean of the seeds with their intervals, the saved models' evaluation, the
+    per-seed figures, the target and the published anchors with where our interval lies against each."""
     rows = [
-        f"| suite | env | budget | label | {script}.py per seed (last {window}) | mean ± std | target | anchors "
-        "| steps/sec | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| suite | env | budget | label | seeds | last {window} training episodes: IQM [95% CI] | mean [95% CI] "
+        "| saved model: IQM [95% CI] | per seed (training/saved model) | target | anchors | steps/sec "
+        "| wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = group_runs(results)
     for suite, entries in SUITES.get(script, {}).items():
@@ -262,17 +389,79 @@ def format_suite_table(script: str, results: list[dict], window: int) -> str:
                 (key, runs) for key, runs in groups.items() if key[0] == entry.env_id and key[2] == entry.budget
             ]
             for (_, label, _), runs in sorted(matching):
-                finals = [r["final_return"] for r in runs]
-                per_seed = ", ".join(f"{r['seed']}: {r['final_return']:.0f}" for r in runs)
+                intervals = row_intervals(runs)
                 # The target and the anchors are for the default flags; a labelled variant is not held to them.
-                target, anchors = (entry.target, "; ".join(entry.anchors) or "-") if not label else ("-", "-")
+                target = entry.target if not label else "-"
+                anchors = "; ".join(anchor_text(a, intervals) for a in entry.anchors) if not label else ""
                 rows.append(
-                    f"| {suite} | {entry.env_id} | {short_budget(entry.budget)} | {label or 'default'} | {per_seed} "
-                    f"| {np.mean(finals):.1f} ± {np.std(finals):.1f} | {target} | {anchors} "
-                    f"| {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} "
+                    f"| {suite} | {entry.env_id} | {short_budget(entry.budget)} | {label or 'default'} | {len(runs)} "
+                    f"| {interval_text(intervals, 'train', 'iqm', runs)} "
+                    f"| {interval_text(intervals, 'train', 'mean', runs)} "
+                    f"| {interval_text(intervals, 'eval', 'iqm', runs)} | {format_per_seed(runs)} "
+                    f"| {target} | {anchors or '-'} | {np.mean([r['sps'] for r in runs]):,.0f}{jobs_mark(runs)} "
                     f"| {np.mean([r['wall_s'] for r in runs]):.0f} |"
                 )
-    return with_jobs_footnote(rows, results)
+    return with_footnotes(rows, results) + format_aggregates(script, results)
+
+
+def suite_scores(script: str, results: list[dict], suite: str, randoms: dict) -> tuple[np.ndarray, list[int]] | None:
+    """The suite's normalized training scores, (seeds, envs), over the seeds every env has; None when an env
+    has no reference, no random score or no run."""
+    entries = SUITES[script][suite]
+    groups = group_runs(results)
+    by_env = [{r["seed"]: r for r in groups.get((e.env_id, "", e.budget), [])} for e in entries]
+    if any(e.reference_score() is None or e.env_id not in randoms for e in entries) or not all(by_env):
+        return None
+    seeds = sorted(set.intersection(*(set(runs) for runs in by_env)))
+    if not seeds:
+        return None
+    columns = [
+        stats.normalized([runs[seed]["final_return"] for seed in seeds], randoms[e.env_id]["mean"], e.reference_score())
+        for e, runs in zip(entries, by_env, strict=True)
+    ]
+    return np.stack(columns, axis=1), seeds
+
+
+def format_aggregates(script: str, results: list[dict]) -> str:
+    """Per suite: the normalized IQM and mean over all its envs and seeds (0: a random policy, 1: the
+    reference), and the performance profile of the same scores (SCRIPT_profile.png)."""
+    random_path = RESULTS / "random_scores.json"  # benchmark/random_scores.py
+    randoms = json.loads(random_path.read_text()) if random_path.exists() else {}
+    rows = [
+        "\n| suite | envs (reference = 1, random policy = 0) | seeds in every env | normalized IQM [95% CI] "
+        "| normalized mean [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    profiles = {}
+    for suite, entries in SUITES.get(script, {}).items():
+        scored = suite_scores(script, results, suite, randoms)
+        references = ", ".join(
+            f"{e.env_id} {e.reference_score():g}" if e.reference_score() is not None else f"{e.env_id} (none)"
+            for e in entries
+        )
+        if scored is None:
+            rows.append(f"| {suite} | {references} | - | not computed: an env lacks a reference or runs | - |")
+            continue
+        matrix, seeds = scored
+        profiles[suite] = matrix
+        if len(seeds) == 1:  # one run per env: nothing to resample within an env
+            rows.append(
+                f"| {suite} | {references} | 1 | {stats.format_value(stats.iqm(matrix))} (no interval) "
+                f"| {stats.format_value(float(matrix.mean()))} (no interval) |"
+            )
+            continue
+        intervals = stats.intervals(matrix)
+        rows.append(
+            f"| {suite} | {references} | {len(seeds)} | {stats.format_interval(*intervals['iqm'])} "
+            f"| {stats.format_interval(*intervals['mean'])} |"
+        )
+    if profiles:
+        stats.plot_performance_profile(profiles, f"{script}.py: normalized training scores", profile_path(script))
+    return "\n".join(rows) + "\n"
+
+
+def profile_path(script: str) -> Path:
+    return RESULTS / f"{script}_profile.png"
 
 
 def plot_curves(script: str, env_id: str, label: str, runs: list[dict], window: int, path: Path) -> None:
@@ -323,7 +512,16 @@ def planned_runs(options: argparse.Namespace) -> list[tuple[str, int | None, int
     envs = [(env_id, extra_budget) for env_id in options.env_ids]
     for suite in options.suite:
         envs += [(entry.env_id, entry.budget) for entry in SUITES[options.script][suite]]
-    return [(env_id, budget, seed) for env_id, budget in envs for seed in options.seeds]
+    return [(env_id, budget, seed) for env_id, budget in envs for seed in options.seeds or protocol_seeds(env_id)]
+
+
+def protocol_seeds(env_id: str) -> list[int]:
+    """The seeds a row gets unless --seeds says otherwise: 10 for classic control and Box2D, 5 for MuJoCo
+    (a MuJoCo run at 1M steps costs 5-15 minutes here)."""
+    import gymnasium as gym
+
+    entry_point = str(gym.spec(env_id).entry_point)
+    return list(range(1, 6)) if entry_point.startswith("gymnasium.envs.mujoco") else list(range(1, 11))
 
 
 # Labels that name a task, not a change of flags: default flags on the velocity-masked task (--mask-velocity).
@@ -348,10 +546,20 @@ def write_tables(script: str, results: list[dict], window: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("script", help="algorithm script name without .py, e.g. ppo")
+    parser.add_argument(
+        "script", help="algorithm script name without .py, e.g. ppo; 'all' with --table-only: every script's tables"
+    )
     parser.add_argument("--env-ids", nargs="+", default=[])
     parser.add_argument("--suite", nargs="+", default=[], help="suites from SUITES[script], e.g. discrete box")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="default: 1-10, or 1-5 for MuJoCo envs (protocol_seeds)"
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=20,
+        help="each run saves its model and evaluates it for N episodes (--save-model --eval-episodes N); 0: no eval",
+    )
     parser.add_argument("--label", default="", help="names a variant (e.g. a flag set) in the table and plots")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (>1 distorts steps/sec)")
     parser.add_argument("--rerun", action="store_true", help="run again what SCRIPT.json already holds")
@@ -369,6 +577,14 @@ def main() -> None:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     options = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     options.extra = extra
+    if options.script == "all":
+        if not options.table_only:
+            parser.error("'all' only rebuilds tables and plots: add --table-only")
+        for json_path in sorted(RESULTS.glob("*.json")):
+            if (ROOT / f"{json_path.stem}.py").exists():
+                results = json.loads(json_path.read_text())
+                rebuild(json_path.stem, results, stored_window(results) or 10)
+        return
     if not (ROOT / f"{options.script}.py").exists():
         parser.error(f"no script {options.script}.py at {ROOT}")
     unknown = [suite for suite in options.suite if suite not in SUITES.get(options.script, {})]
@@ -381,9 +597,8 @@ def main() -> None:
     json_path = RESULTS / f"{options.script}.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else []
     # The window belongs to a script's results, so a later run without the flag keeps it.
-    stored_windows = {r["final_window"] for r in results if "final_window" in r}
     if options.final_window is None:
-        options.final_window = stored_windows.pop() if len(stored_windows) == 1 else 10
+        options.final_window = stored_window(results) or 10
 
     def save(new_result: dict | None = None) -> None:
         """Merge with what is on disk now (another run.py of this script may have added runs), add
@@ -401,7 +616,8 @@ def main() -> None:
             json_path.write_text(json.dumps(results, indent=1))
 
     if not options.table_only:
-        done = {run_key(r) for r in results}
+        # A stored run without the evaluation asked for is run again (same seed, same curve, now with its eval).
+        done = {run_key(r) for r in results if r.get("eval_returns") or not options.eval_episodes}
         todo = [
             (env_id, budget, seed)
             for env_id, budget, seed in planned_runs(options)
@@ -414,11 +630,17 @@ def main() -> None:
 
         def run_and_save(env_id: str, budget: int | None, seed: int) -> None:
             flags = options.extra + (["--total-timesteps", str(budget)] if options.suite and budget else [])
+            if options.eval_episodes:
+                flags += ["--save-model", "--eval-episodes", str(options.eval_episodes)]
             result = run_one(options.script, env_id, seed, flags)
             result.update(label=options.label, jobs=options.jobs, budget=budget)
+            stored = {run_key(r): r for r in results}.get(run_key(result))
+            same = "" if stored is None else f", same curve as the stored run: {same_curve(stored, result)}"
+            eval_text = f", eval {np.mean(result['eval_returns']):.1f}" if result["eval_returns"] else ""
             print(
                 f"{env_id} ({short_budget(budget)}) seed {seed}: last-{options.final_window} mean "
-                f"{final_return(result['curve'], options.final_window):.1f}, {result['sps']:,.0f} steps/s",
+                f"{final_return(result['curve'], options.final_window):.1f}{eval_text}, {result['sps']:,.0f} steps/s"
+                f"{same}",
                 flush=True,
             )
             with lock:  # saved at once, so a stopped benchmark keeps every finished run
@@ -428,11 +650,19 @@ def main() -> None:
             for future in [pool.submit(run_and_save, *job) for job in todo]:
                 future.result()
     save()
-    write_tables(options.script, results, options.final_window)
+    rebuild(options.script, results, options.final_window)
+
+
+def stored_window(results: list[dict]) -> int | None:
+    windows = {r["final_window"] for r in results if "final_window" in r}
+    return windows.pop() if len(windows) == 1 else None
+
+
+def rebuild(script: str, results: list[dict], window: int) -> None:
+    """Every table and plot of a script from its stored results."""
+    write_tables(script, results, window)
     for (env_id, label, budget), runs in group_runs(results).items():
-        plot_curves(
-            options.script, env_id, label, runs, options.final_window, plot_path(options.script, env_id, label, budget)
-        )
+        plot_curves(script, env_id, label, runs, window, plot_path(script, env_id, label, budget))
 
 
 if __name__ == "__main__":

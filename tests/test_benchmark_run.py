@@ -23,14 +23,19 @@ def bench(tmp_path, monkeypatch):
         budget = int(extra[extra.index("--total-timesteps") + 1]) if "--total-timesteps" in extra else 1000
         curve = [(step, float(seed)) for step in range(0, budget, budget // 20)]
         command = " ".join([f"{script}.py", "--env-id", env_id, "--seed", str(seed), *extra])
+        episodes = int(extra[extra.index("--eval-episodes") + 1]) if "--eval-episodes" in extra else 0
         return dict(script=script, env_id=env_id, seed=seed, command=command, total_steps=budget, sps=100.0,
-                    wall_s=1.0, peak_rss_mb=1.0, curve=curve)  # fmt: skip
+                    wall_s=1.0, peak_rss_mb=1.0, curve=curve, eval_returns=[seed + 0.5] * episodes,
+                    machine=None)  # fmt: skip
 
     (tmp_path / "README.md").write_text("<!-- benchmark:ppo:start -->\n<!-- benchmark:ppo:end -->\n")
     monkeypatch.setattr(run, "ROOT", tmp_path)
     monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(run, "run_one", fake_run_one)
     monkeypatch.setattr(run, "plot_curves", lambda *args, **kwargs: None)
+    monkeypatch.setattr(run.stats, "plot_performance_profile", lambda *args, **kwargs: None)
+    # The bookkeeping is under test here, not the intervals' precision (test_benchmark_stats.py): fewer resamples.
+    monkeypatch.setattr(run.stats, "REPS", 200)
     (tmp_path / "ppo.py").write_text("")  # run.py checks that the script exists
 
     def main(*argv):
@@ -46,7 +51,8 @@ def bench(tmp_path, monkeypatch):
 def test_a_suite_runs_each_env_at_its_own_budget(bench):
     results = bench("--suite", "discrete", "--seeds", "1", "2")
     expected = {(entry.env_id, entry.budget) for entry in run.SUITES["ppo"]["discrete"]}
-    assert {(env_id, int(extra[-1])) for env_id, _, extra in bench.calls} == expected
+    budgets = {(env_id, int(extra[extra.index("--total-timesteps") + 1])) for env_id, _, extra in bench.calls}
+    assert budgets == expected
     assert len(bench.calls) == len(expected) * 2
     assert {(r["env_id"], r["budget"]) for r in results} == expected
     suite_table = (bench.tmp_path / "results" / "ppo_suites.md").read_text()
@@ -99,3 +105,48 @@ def test_older_results_without_a_budget_read_it_from_their_command():
     assert run.budget_of({"command": "ppo.py --env-id X --seed 1 --total-timesteps 150000"}) == 150_000
     assert run.budget_of({"command": "ppo.py --env-id X --seed 1"}) is None
     assert run.short_budget(1_000_000) == "1M" and run.short_budget(500_000) == "500k"
+
+
+def test_without_seeds_a_row_gets_the_protocol_seeds(bench):
+    bench("--env-ids", "CartPole-v1", "Hopper-v5", "--", "--total-timesteps", "1000")
+    seeds = {
+        env_id: sorted(seed for e, seed, _ in bench.calls if e == env_id) for env_id in ["CartPole-v1", "Hopper-v5"]
+    }
+    assert seeds == {"CartPole-v1": list(range(1, 11)), "Hopper-v5": list(range(1, 6))}
+
+
+def test_each_run_saves_and_evaluates_its_model_and_a_stored_run_without_evaluation_is_run_again(bench):
+    results = bench("--env-ids", "CartPole-v1", "--seeds", "1", "--eval-episodes", "0")
+    assert "--save-model" not in bench.calls[0][2] and results[0]["eval_returns"] == []
+    [result] = bench("--env-ids", "CartPole-v1", "--seeds", "1")
+    assert bench.calls[1][2][-3:] == ("--save-model", "--eval-episodes", "20")
+    assert result["eval_returns"] == [1.5] * 20
+    bench("--env-ids", "CartPole-v1", "--seeds", "1")
+    assert len(bench.calls) == 2, "the run now has its evaluation"
+
+
+def test_the_suite_table_states_where_each_interval_lies_against_its_anchors(bench, monkeypatch):
+    # CartPole's anchor (CleanRL, 490, training episodes) against seeds whose last-10 means are 1..3: behind;
+    # LunarLander's (RL Zoo, 242, evaluated) against the evaluations 1.5..3.5: behind too. Move the anchors
+    # into and under the intervals and the words follow.
+    suite = run.SUITES["ppo"]["discrete"]
+    bench("--suite", "discrete", "--seeds", "1", "2", "3")
+    table = (bench.tmp_path / "results" / "ppo_suites.md").read_text()
+    assert table.count(": **behind**") == 2
+    monkeypatch.setattr(suite[0].anchors[0], "mean", 2.0)
+    monkeypatch.setattr(suite[1].anchors[0], "mean", 0.5)
+    bench("--suite", "discrete", "--table-only")
+    rows = (bench.tmp_path / "results" / "ppo_suites.md").read_text().splitlines()
+    [cartpole] = [row for row in rows if "| CartPole-v1 |" in row]
+    [lunar] = [row for row in rows if "| LunarLander-v3 |" in row]
+    assert "490 ± 6: **level**" in cartpole and "(v2, 1M, evaluated): **ahead**" in lunar
+
+
+def test_all_with_table_only_rebuilds_every_script_from_its_stored_runs(bench, monkeypatch):
+    bench("--env-ids", "CartPole-v1", "--seeds", "1", "2")
+    (bench.tmp_path / "results" / "ppo.md").unlink()
+    monkeypatch.setattr(sys, "argv", ["run.py", "all", "--table-only"])
+    run.main()
+    assert "| CartPole-v1 | default | 1,000 | 2 |" in (bench.tmp_path / "results" / "ppo.md").read_text()
+    assert bench.calls == [("CartPole-v1", 1, ("--save-model", "--eval-episodes", "20")),
+                           ("CartPole-v1", 2, ("--save-model", "--eval-episodes", "20"))]  # fmt: skip
