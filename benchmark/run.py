@@ -68,6 +68,18 @@ class SuiteEnv:
         return self.reference if self.reference is not None else (self.anchors[0].mean if self.anchors else None)
 
 
+def measured_here(table: str, env_id: str, name: str) -> list[Anchor]:
+    """Another library's runs made on this machine (benchmark/sb3_*_anchors.py, stored in results/TABLE.json)
+    as an anchor: the mean of its seeds' last-10 training episodes; none while that table has no run."""
+    path = RESULTS / f"{table}.json"
+    runs = [r for r in json.loads(path.read_text()) if r["env_id"] == env_id] if path.exists() else []
+    if not runs:
+        return []
+    mean = float(np.mean([r["last10_train"] for r in runs]))
+    seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+    return [Anchor(f"{name}, run here ({table} table)", mean, f"{mean:.0f} (training, {seeds})")]
+
+
 CLEANRL_PPO = "[CleanRL ppo](https://docs.cleanrl.dev/rl-algorithms/ppo/)"
 CLEANRL_DDPG = "[CleanRL ddpg](https://docs.cleanrl.dev/rl-algorithms/ddpg/)"
 RL_ZOO = "[RL Zoo](https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md)"
@@ -112,7 +124,8 @@ SUITES = {
                 "LunarLander-v3",
                 500_000,
                 ">= 150",
-                [Anchor(RL_ZOO, 156, "A2C 156 ± 80 (v2, 200k, evaluated)", True)],
+                [Anchor(RL_ZOO, 156, "A2C 156 ± 80 (v2, 200k, evaluated)", True)]
+                + measured_here("sb3_a2c_anchors", "LunarLander-v3", "SB3 A2C, RL Zoo settings"),
             ),
         ],
         "box": [
@@ -123,7 +136,11 @@ SUITES = {
                 [Anchor(RL_ZOO, -163, "A2C -163 ± 103 (1M, gSDE, evaluated)", True)],
             ),
             SuiteEnv(
-                "HalfCheetah-v5", 1_000_000, ">= 3000", [Anchor(RL_ZOO, 3041, "A2C 3041 ± 157 (v3, evaluated)", True)]
+                "HalfCheetah-v5",
+                1_000_000,
+                ">= 3000",
+                [Anchor(RL_ZOO, 3041, "A2C 3041 ± 157 (v3, evaluated)", True)]
+                + measured_here("sb3_a2c_anchors", "HalfCheetah-v5", "SB3 A2C, RL Zoo settings"),
             ),
             SuiteEnv("Hopper-v5", 1_000_000, ">= 1000", [Anchor(RL_ZOO, 733, "A2C 733 ± 377 (v3, evaluated)", True)]),
         ],
@@ -155,13 +172,15 @@ SUITES = {
                 "HalfCheetah-v5",
                 300_000,
                 "ahead of SB3 DDPG here (sb3_ddpg_anchors table)",
-                [Anchor(CLEANRL_DDPG, 10374, "10374 ± 157 (v4, 1M)")],
+                [Anchor(CLEANRL_DDPG, 10374, "10374 ± 157 (v4, 1M)")]
+                + measured_here("sb3_ddpg_anchors", "HalfCheetah-v5", "SB3 DDPG, RL Zoo settings"),
             ),
             SuiteEnv(
                 "Hopper-v5",
                 300_000,
                 "ahead of SB3 DDPG here (sb3_ddpg_anchors table)",
-                [Anchor(CLEANRL_DDPG, 1577, "1577 ± 819 (v4, 1M)")],
+                [Anchor(CLEANRL_DDPG, 1577, "1577 ± 819 (v4, 1M)")]
+                + measured_here("sb3_ddpg_anchors", "Hopper-v5", "SB3 DDPG, RL Zoo settings"),
             ),
             SuiteEnv("InvertedPendulum-v5", 30_000, ">= 900", [Anchor(CLEANRL_DDPG, 643, "643 ± 70 (v4, 1M)")]),
         ],
@@ -460,6 +479,46 @@ def format_aggregates(script: str, results: list[dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
+# The rows the README and the benchmark overview show for each script: (env, label, budget).
+HEADLINES = {
+    "reinforce": [("CartPole-v1", "", None)],
+    "qac": [("CartPole-v1", "", None)],
+    "a2c": [("CartPole-v1", "", 500_000), ("Pendulum-v1", "", 1_000_000)],
+    "a3c": [("LunarLander-v3", "", 1_000_000), ("Pendulum-v1", "", 2_000_000)],
+    "ddpg": [("Pendulum-v1", "", None), ("HalfCheetah-v5", "", 300_000)],
+    "ppo": [("LunarLander-v3", "", 1_000_000), ("HalfCheetah-v5", "", 1_000_000), ("Hopper-v5", "", 1_000_000)],
+    "ppo_gru": [("CartPole-v1", "masked", None)],
+}
+
+
+def format_headlines() -> str:
+    """The headline rows of every script, from the stored runs, in the table format of the suite tables."""
+    rows = [
+        "| script | env | budget | task | seeds | last training episodes: IQM [95% CI] | saved model: IQM [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for script, keys in HEADLINES.items():
+        json_path = RESULTS / f"{script}.json"
+        groups = group_runs(json.loads(json_path.read_text())) if json_path.exists() else {}
+        for env_id, label, budget in keys:
+            runs = groups.get((env_id, label, budget))
+            if not runs:
+                continue
+            intervals = row_intervals(runs)
+            rows.append(
+                f"| {script}.py | {env_id} | {short_budget(budget)} | {label or 'default'} | {len(runs)} "
+                f"| {interval_text(intervals, 'train', 'iqm', runs)} "
+                f"| {interval_text(intervals, 'eval', 'iqm', runs)} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def write_headlines() -> None:
+    table = format_headlines()
+    (RESULTS / "headlines.md").write_text(table)
+    update_readme("headlines", table)
+
+
 def profile_path(script: str) -> Path:
     return RESULTS / f"{script}_profile.png"
 
@@ -659,8 +718,9 @@ def stored_window(results: list[dict]) -> int | None:
 
 
 def rebuild(script: str, results: list[dict], window: int) -> None:
-    """Every table and plot of a script from its stored results."""
+    """Every table and plot of a script from its stored results, and the headline rows of every script."""
     write_tables(script, results, window)
+    write_headlines()
     for (env_id, label, budget), runs in group_runs(results).items():
         plot_curves(script, env_id, label, runs, window, plot_path(script, env_id, label, budget))
 

@@ -98,7 +98,7 @@ def plot_performance_profile(curves: dict[str, np.ndarray], title: str, path) ->
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=bands, ax=ax, figsize=(6, 4))
     ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_title(title, fontsize=10)
-    ax.legend(list(curves), fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")  # one line per suite, labelled by rliable
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

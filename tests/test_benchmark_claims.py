@@ -55,3 +55,14 @@ def test_each_anchor_comparison_follows_the_rule_on_the_stored_runs(script):
                     assert stated == expected, (entry.env_id, anchor.text)
                 checked += 1
     assert checked, f"{script}: no stored run of an env with an anchor"
+
+
+def test_the_headline_figures_in_the_readme_are_the_stored_runs():
+    # The README and the benchmark overview show the same block, rebuilt from every script's stored runs.
+    expected = run.format_headlines()
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- benchmark:headlines:start -->\n", 1)[1].split("<!-- benchmark:headlines:end -->")[0]
+    assert block == expected, "README.md: rebuild with `python benchmark/run.py all --table-only`"
+    assert (run.RESULTS / "headlines.md").read_text() == expected
+    assert '--8<-- "benchmark/results/headlines.md"' in (ROOT / "docs" / "benchmarks.md").read_text()
+    assert expected.count("\n") > 2 + len(run.HEADLINES), "a headline row per script at least"
