@@ -1,4 +1,5 @@
-"""benchmark/stats.py on fixed data: the IQM, the bootstrap intervals, the comparison rule, normalization."""
+"""The statistics of the benchmark on fixed data: stats.py (IQM, bootstrap intervals, the comparison rule,
+normalization) and the linear read-out of gru_probe.py."""
 
 import sys
 from pathlib import Path
@@ -66,3 +67,16 @@ def test_figures_are_rounded_to_their_scale():
     assert stats.format_interval(2793.3, 2242.1, 3203.9) == "2793 [2242, 3204]"
     assert stats.format_interval(85.66, 35.2, 129.4) == "85.7 [35.2, 129.4]"
     assert stats.format_interval(0.934, 0.83, 0.961) == "0.93 [0.83, 0.96]"
+
+
+def test_the_gru_probe_reads_out_a_linear_signal_and_not_noise():
+    import gru_probe
+
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(400, 6))
+    signal = inputs @ rng.normal(size=(6, 2)) + 0.5
+    noise = rng.normal(size=(400, 2))
+    scores = gru_probe.ridge_r2(inputs[:300], signal[:300], inputs[300:], signal[300:])
+    assert np.all(scores > 0.999)
+    scores = gru_probe.ridge_r2(inputs[:300], noise[:300], inputs[300:], noise[300:])
+    assert np.all(scores < 0.05)
