@@ -55,17 +55,16 @@ class Anchor:
 @dataclass
 class SuiteEnv:
     """One env of a suite: the budget every run gets (None: the script's default), the target the issue
-    set, the published anchors, and the reference score that means 1 in the suite's normalized aggregate
-    (None: the first anchor's mean; an env with neither is left out of the aggregate)."""
+    set and the published anchors; the first anchor's mean is the score that means 1 in the suite's
+    normalized aggregate (an env without anchors leaves its suite without one)."""
 
     env_id: str
     budget: int | None
     target: str
     anchors: list[Anchor] = field(default_factory=list)
-    reference: float | None = None
 
     def reference_score(self) -> float | None:
-        return self.reference if self.reference is not None else (self.anchors[0].mean if self.anchors else None)
+        return self.anchors[0].mean if self.anchors else None
 
 
 def measured_here(table: str, env_id: str, name: str) -> list[Anchor]:
@@ -643,6 +642,7 @@ def main() -> None:
             if (ROOT / f"{json_path.stem}.py").exists():
                 results = json.loads(json_path.read_text())
                 rebuild(json_path.stem, results, stored_window(results) or 10)
+        write_headlines()
         return
     if not (ROOT / f"{options.script}.py").exists():
         parser.error(f"no script {options.script}.py at {ROOT}")
@@ -693,16 +693,16 @@ def main() -> None:
                 flags += ["--save-model", "--eval-episodes", str(options.eval_episodes)]
             result = run_one(options.script, env_id, seed, flags)
             result.update(label=options.label, jobs=options.jobs, budget=budget)
-            stored = {run_key(r): r for r in results}.get(run_key(result))
-            same = "" if stored is None else f", same curve as the stored run: {same_curve(stored, result)}"
-            eval_text = f", eval {np.mean(result['eval_returns']):.1f}" if result["eval_returns"] else ""
-            print(
-                f"{env_id} ({short_budget(budget)}) seed {seed}: last-{options.final_window} mean "
-                f"{final_return(result['curve'], options.final_window):.1f}{eval_text}, {result['sps']:,.0f} steps/s"
-                f"{same}",
-                flush=True,
-            )
+            eval_text = f", eval {eval_score(result):.1f}" if result["eval_returns"] else ""
             with lock:  # saved at once, so a stopped benchmark keeps every finished run
+                stored = next((r for r in results if run_key(r) == run_key(result)), None)
+                same = "" if stored is None else f", same curve as the stored run: {same_curve(stored, result)}"
+                print(
+                    f"{env_id} ({short_budget(budget)}) seed {seed}: last-{options.final_window} mean "
+                    f"{final_return(result['curve'], options.final_window):.1f}{eval_text}, "
+                    f"{result['sps']:,.0f} steps/s{same}",
+                    flush=True,
+                )
                 save(result)
 
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
@@ -710,6 +710,7 @@ def main() -> None:
                 future.result()
     save()
     rebuild(options.script, results, options.final_window)
+    write_headlines()
 
 
 def stored_window(results: list[dict]) -> int | None:
@@ -718,9 +719,8 @@ def stored_window(results: list[dict]) -> int | None:
 
 
 def rebuild(script: str, results: list[dict], window: int) -> None:
-    """Every table and plot of a script from its stored results, and the headline rows of every script."""
+    """Every table and plot of a script from its stored results."""
     write_tables(script, results, window)
-    write_headlines()
     for (env_id, label, budget), runs in group_runs(results).items():
         plot_curves(script, env_id, label, runs, window, plot_path(script, env_id, label, budget))
 

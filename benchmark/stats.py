@@ -11,6 +11,9 @@ A published anchor is compared by where our interval lies: "ahead" only when the
 the anchor's mean, "behind" when it is below, "level" when it covers it.
 """
 
+import contextlib
+import functools
+
 import numpy as np
 
 # Bootstrap resamples per interval: 2000 is what percentile intervals need (Efron and Tibshirani suggest
@@ -30,26 +33,36 @@ def iqm(scores) -> float:
 def intervals(scores, reps: int | None = None) -> dict[str, tuple[float, float, float]]:
     """{"iqm": (point, low, high), "mean": (point, low, high)} of scores, an array (runs,) for one env or
     (runs, envs) for a suite; with several envs the bootstrap resamples runs within each env (stratified)."""
-    from rliable import library, metrics
-
     matrix = np.asarray(scores, dtype=float)
     matrix = matrix[:, None] if matrix.ndim == 1 else matrix
+    return bootstrap_intervals(tuple(map(tuple, matrix)), reps or REPS)
+
+
+@functools.cache  # a row appears in several tables (and in the headlines): its bootstrap runs once
+def bootstrap_intervals(rows: tuple[tuple[float, ...], ...], reps: int) -> dict[str, tuple[float, float, float]]:
+    from rliable import library, metrics
 
     def statistics(sample: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(sample), metrics.aggregate_mean(sample)])
 
-    # rliable's stratified bootstrap draws its resamples from numpy's global generator (its random_state
-    # argument does not reach them), so that generator is seeded here and given back its state afterwards.
+    with seeded_global_generator():
+        points, bounds = library.get_interval_estimates(
+            {"run": np.array(rows)}, statistics, reps=reps, confidence_interval_size=CONFIDENCE
+        )
+    (iqm_point, mean_point), ((iqm_low, mean_low), (iqm_high, mean_high)) = points["run"], bounds["run"]
+    return {"iqm": (iqm_point, iqm_low, iqm_high), "mean": (mean_point, mean_low, mean_high)}
+
+
+@contextlib.contextmanager
+def seeded_global_generator():
+    """rliable's bootstraps draw their resamples from numpy's global generator (its random_state argument
+    does not reach them): seed it for reproducible intervals, and give it back its state afterwards."""
     global_state = np.random.get_state()
     np.random.seed(0)
     try:
-        points, bounds = library.get_interval_estimates(
-            {"run": matrix}, statistics, reps=reps or REPS, confidence_interval_size=CONFIDENCE
-        )
+        yield
     finally:
         np.random.set_state(global_state)
-    (iqm_point, mean_point), ((iqm_low, mean_low), (iqm_high, mean_high)) = points["run"], bounds["run"]
-    return {"iqm": (iqm_point, iqm_low, iqm_high), "mean": (mean_point, mean_low, mean_high)}
 
 
 def compare(low: float, high: float, anchor_mean: float) -> str:
@@ -88,12 +101,8 @@ def plot_performance_profile(curves: dict[str, np.ndarray], title: str, path) ->
 
     top = max(1.5, max(float(np.nanmax(matrix)) for matrix in curves.values()))
     taus = np.linspace(min(0.0, min(float(np.nanmin(matrix)) for matrix in curves.values())), top, 61)
-    global_state = np.random.get_state()
-    np.random.seed(0)  # as in intervals(): the bands are drawn from numpy's global generator
-    try:
+    with seeded_global_generator():
         profiles, bands = library.create_performance_profile(curves, taus, reps=REPS)
-    finally:
-        np.random.set_state(global_state)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=bands, ax=ax, figsize=(6, 4))
     ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
