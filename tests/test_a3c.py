@@ -118,7 +118,8 @@ def start_run(cwd, *flags, env=None) -> tuple[subprocess.Popen, list[int]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        # faulthandler: a run that hangs is sent SIGABRT by finish(), and prints where each thread was
+        env={**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"},
     )
     first_line = process.stdout.readline()
     assert first_line.startswith("started 2 worker(s): pids"), first_line + process.stderr.read()
@@ -130,6 +131,19 @@ def finish(process: subprocess.Popen, timeout: float = 20) -> tuple[str, float]:
     start = time.time()
     try:
         _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Say why, for a failure that may be rare: a main process still running (its threads' stacks),
+        # or one that exited while another process still held its output pipes open.
+        still_running = process.poll() is None
+        if still_running:
+            process.send_signal(signal.SIGABRT)
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            stderr = "(no output: the pipes are still open)"
+        state = "still running" if still_running else f"exited ({process.returncode}) with its pipes held open"
+        message = f"the run did not end within {timeout} s: main process {state}\n{stderr[-4000:]}"
+        raise AssertionError(message) from None
     finally:
         process.kill()
     return stderr, time.time() - start

@@ -32,7 +32,11 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def torchrun(script: Path, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*TORCHRUN, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    # faulthandler: a rank that aborts (SIGABRT, e.g. in gloo's C++) prints where its Python threads were
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.run(
+        [*TORCHRUN, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 # A small run: 2 ranks x 4 envs x 128 steps = 1024 env steps of all ranks per logged update
@@ -94,7 +98,7 @@ def test_merged_running_statistics_equal_those_of_one_process_that_saw_all_the_d
 @pytest.mark.learning
 def test_two_ranks_learn_cartpole(tmp_path):
     result = torchrun(Path(ppo.__file__), "--total-timesteps", "30000", "--seed", "1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"rank 0 printed:\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}"
     [run_dir] = run_dirs(tmp_path)
     returns = [value for _, value in read_scalars(run_dir)["charts/episodic_return"]]
     assert np.mean(returns[-10:]) >= 200, f"last-10 mean {np.mean(returns[-10:]):.1f} (random play: about 22)"
