@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS, budget_of  # noqa: E402
+from run import RESULTS, budget_of, short_budget  # noqa: E402
 
 WINDOW = 10
 
@@ -52,23 +52,21 @@ def main() -> None:
         sides.append(("ppo (velocities visible)", "tab:gray", "ppo.py, velocities visible"))
         for script, color, name in sides:
             mine = [r for r in runs_here if r["script"] == script and r["env_id"] == env_id and r["curve"]]
-            if not mine:
-                continue
-            grid = np.linspace(0, max(r["total_steps"] for r in mine), 100)
-            smoothed = []
-            for r in mine:
-                steps, values = rolling(r["curve"])
-                ax.plot(steps, values, color=color, alpha=0.2, linewidth=1)
-                smoothed.append(np.interp(grid, steps, values, left=np.nan))
-            with warnings.catch_warnings():  # grid points before a seed's first episode are NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                ax.plot(
-                    grid,
-                    np.nanmean(smoothed, axis=0),
-                    color=color,
-                    linewidth=2,
-                    label=f"{name} (mean)",
-                )
+            budgets_here = sorted({budget_of(r) or 0 for r in mine})
+            # One mean per budget: a shorter run's learning-rate schedule ends sooner, so its curve is another run.
+            for budget, style in zip(budgets_here, ["-", "--", ":"], strict=False):
+                same_budget = [r for r in mine if (budget_of(r) or 0) == budget]
+                grid = np.linspace(0, max(r["total_steps"] for r in same_budget), 100)
+                smoothed = []
+                for r in same_budget:
+                    steps, values = rolling(r["curve"])
+                    ax.plot(steps, values, color=color, alpha=0.2, linewidth=1, linestyle=style)
+                    smoothed.append(np.interp(grid, steps, values, left=np.nan))
+                with warnings.catch_warnings():  # grid points before a seed's first episode are NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(smoothed, axis=0)
+                of_budget = f", {short_budget(budget) if budget else 'default budget'}" if len(budgets_here) > 1 else ""
+                ax.plot(grid, mean, color=color, linewidth=2, linestyle=style, label=f"{name} (mean{of_budget})")
         ax.set_title(f"{env_id} with --mask-velocity: MLP vs GRU policy")
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"episodic return ({WINDOW}-episode mean)")
