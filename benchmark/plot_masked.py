@@ -6,7 +6,7 @@
     python benchmark/plot_masked.py
 
 Reads the runs labelled "masked" from benchmark/results/ppo.json and ppo_gru.json (written by
-the two commands above) and draws, per env, each seed faintly and each script's mean over seeds
+the two commands above) and draws, per env, each seed faintly and each script's mean over seeds (one per budget)
 (10-episode rolling means) into benchmark/results/masked_ENV.png. Where ppo.json also holds
 default-flag runs of that env at the masked runs' budget (e.g. the LunarLander-v3 1M runs of
 `run.py ppo --suite discrete`), they are drawn too, in grey: the same task with the velocities visible.
@@ -52,10 +52,12 @@ def main() -> None:
         sides.append(("ppo (velocities visible)", "tab:gray", "ppo.py, velocities visible"))
         for script, color, name in sides:
             mine = [r for r in runs_here if r["script"] == script and r["env_id"] == env_id and r["curve"]]
-            budgets_here = sorted({budget_of(r) or 0 for r in mine})
+            by_budget = {}
+            for r in mine:
+                by_budget.setdefault(budget_of(r), []).append(r)
             # One mean per budget: a shorter run's learning-rate schedule ends sooner, so its curve is another run.
-            for budget, style in zip(budgets_here, ["-", "--", ":"], strict=False):
-                same_budget = [r for r in mine if (budget_of(r) or 0) == budget]
+            for index, (budget, same_budget) in enumerate(sorted(by_budget.items(), key=lambda item: item[0] or 0)):
+                style = ["-", "--", ":"][index % 3]
                 grid = np.linspace(0, max(r["total_steps"] for r in same_budget), 100)
                 smoothed = []
                 for r in same_budget:
@@ -65,7 +67,7 @@ def main() -> None:
                 with warnings.catch_warnings():  # grid points before a seed's first episode are NaN
                     warnings.simplefilter("ignore", RuntimeWarning)
                     mean = np.nanmean(smoothed, axis=0)
-                of_budget = f", {short_budget(budget) if budget else 'default budget'}" if len(budgets_here) > 1 else ""
+                of_budget = f", {short_budget(budget) if budget else 'default budget'}" if len(by_budget) > 1 else ""
                 ax.plot(grid, mean, color=color, linewidth=2, linestyle=style, label=f"{name} (mean{of_budget})")
         ax.set_title(f"{env_id} with --mask-velocity: MLP vs GRU policy")
         ax.set_xlabel("env steps")
