@@ -7,10 +7,12 @@ The policy carries a hidden state h from step to step, so it can infer what the 
 hides (with --mask-velocity, CartPole's velocities). Three things make recurrent PPO correct:
 
     acting:   h_t = GRU(encoder(o_t), h_{t-1} * (1 - start_t))   start_t = 1 on an episode's first step
-    storage:  the hidden state of every env at the start of the rollout, plus the start flags
-    update:   minibatches are whole envs (never single steps); each replays its envs' sequences
-              from the stored start state, resetting h at the same steps as during the rollout,
-              so pi(a_t|o_<=t) and V(o_<=t) are recomputed exactly before any gradient step
+    storage:  the hidden state of every env before every step, plus the start flags
+    update:   each env's rollout is cut into sequences of --seq-len steps, and minibatches are
+              whole sequences (never single steps); each replays from its stored start state,
+              resetting h at the same steps as during the rollout, so pi(a_t|o_<=t) and V(o_<=t)
+              are recomputed exactly before the first gradient step (backprop stops at a
+              sequence's start: truncated backprop through time)
 
 Everything else is ppo.py: GAE with truncation bootstrapping, the clipped surrogate
 -mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)), optional value clipping, entropy
@@ -85,32 +87,34 @@ class Args:
     Pendulum at 100k steps to MuJoCo at 1M)]"""
     hidden_size: int = 64
     """size of the encoder and of the GRU's hidden state"""
-    num_envs: int | None = None
-    """number of parallel envs [None: 16 for Discrete, 8 for Box actions]"""
-    num_steps: int | None = None
-    """steps per env in each rollout, the length of the replayed sequences [None: 16 for Discrete,
-    128 for Box actions]. The GRU's backward pass costs about the same per time step whatever the
-    batch, so 16 envs x 16 steps updates ~1.4x faster than 8 x 32 for the same batch of 256"""
+    num_envs: int = 8
+    """number of parallel envs"""
+    num_steps: int = 128
+    """steps per env in each rollout, the horizon of GAE"""
+    seq_len: int = 16
+    """length of the sequences the update replays (truncated backprop through time); must divide
+    num_steps. Each sequence restarts from the hidden state the rollout had before its first step.
+    The GRU's backward pass costs about the same per time step whatever the batch, so 16-step
+    sequences made the update on masked CartPole-v1 2.5x faster than whole 128-step rollouts"""
     anneal_lr: bool = True
     """if toggled, the learning rate decays linearly to 0 over the run"""
-    gamma: float | None = None
-    """discount factor [None: 0.98 for Discrete, 0.99 for Box actions]"""
-    gae_lambda: float | None = None
-    """GAE lambda [None: 0.8 for Discrete, 0.95 for Box actions]"""
-    num_minibatches: int | None = None
-    """minibatches per epoch, each a group of whole envs; must divide num_envs [None: 1 for
-    Discrete, 4 for Box actions]"""
-    update_epochs: int | None = None
-    """passes over each rollout [None: 12 for Discrete, 10 for Box actions]; on masked CartPole-v1, 12
-    ended 6 of 6 seeds at 500 (10: 3 of 4) and the update is most of the run time"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    num_minibatches: int = 4
+    """minibatches per epoch, each a group of whole sequences; must divide their number,
+    num_envs * num_steps / seq_len"""
+    update_epochs: int = 10
+    """passes over each rollout"""
     norm_adv: bool = True
     """if toggled, normalize advantages within each minibatch"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient epsilon"""
     clip_vloss: bool = False
     """if toggled, clip the value loss around the old values, as the PPO code release does"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
+    ent_coef: float | None = None
+    """entropy bonus coefficient [None: 0.01 for Discrete, 0 for Box actions, as in ppo.py]"""
     vf_coef: float = 0.5
     """value loss coefficient"""
     max_grad_norm: float = 0.5
@@ -118,23 +122,15 @@ class Args:
     target_kl: float | None = None
     """if set, stop the epochs of an update early once the approximate KL exceeds it"""
     norm_obs: bool = True
-    """if toggled, normalize observations with running statistics (both kinds; on masked CartPole-v1 it
-    made 6 of 6 seeds end at 500, where without it 3 of 5 ended at or above 475)"""
-    norm_reward: bool | None = None
-    """scale rewards by the running std of the discounted return [None: off for Discrete, on for Box]"""
+    """if toggled, normalize observations with running statistics"""
+    norm_reward: bool = True
+    """if toggled, scale rewards by the running std of the discounted return (both kinds: without it, no
+    layout tried served both masked CartPole-v1 and masked LunarLander-v3)"""
     init_action_std: float = 0.5
     """Box actions: the initial std of the Gaussian policy, as a fraction of each action dimension's
     half-range (high - low) / 2 (of 1 where a bound is infinite); as in ppo.py"""
 
 
-# The defaults that depend on the action-space kind, filled by check_args for every flag left at None
-# (the rules are in the Args docstrings above; a flag given on the command line always wins). Two more:
-# --norm-reward is on for Box actions only, and the Box learning rate depends on the budget,
-# 1e-3 * sqrt(100k / total_timesteps) kept within [3e-4, 1e-3].
-KIND_DEFAULTS = {
-    "discrete": dict(num_envs=16, num_steps=16, gamma=0.98, gae_lambda=0.8, num_minibatches=1, update_epochs=12),
-    "continuous": dict(num_envs=8, num_steps=128, gamma=0.99, gae_lambda=0.95, num_minibatches=4, update_epochs=10),
-}
 # The observation entries --mask-velocity hides, per env.
 VELOCITY_INDICES = {
     "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
@@ -206,10 +202,9 @@ class RecurrentAgent(nn.Module):
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh())
         self.gru = nn.GRU(hidden_size, hidden_size)
-        for weight in [self.gru.weight_ih_l0, self.gru.weight_hh_l0]:
-            nn.init.orthogonal_(weight, 1.0)
-        nn.init.zeros_(self.gru.bias_ih_l0)
-        nn.init.zeros_(self.gru.bias_hh_l0)
+        for kind in ["ih", "hh"]:  # input-to-hidden and hidden-to-hidden weights (all three gates), and their biases
+            nn.init.orthogonal_(getattr(self.gru, f"weight_{kind}_l0"), 1.0)
+            nn.init.zeros_(getattr(self.gru, f"bias_{kind}_l0"))
         self.critic = head(hidden_size, 1, std=1.0)
         # A small last layer makes the initial policy near-uniform / near-zero mean.
         self.actor = head(hidden_size, action_dim, std=0.01)
@@ -319,18 +314,28 @@ def ppo_value_loss(new_values, old_values, returns, clip_coef: float | None) -> 
     return 0.5 * torch.max(unclipped, (clipped_values - returns).pow(2)).mean()
 
 
-def replay(agent: RecurrentAgent, rollout, env_ids: torch.Tensor, device: torch.device):
-    """(log pi, entropy, V), each (num_steps, len(env_ids)), recomputed for the stored actions by
-    replaying the envs' whole sequences from the rollout's start state with its resets."""
-    obs = torch.as_tensor(rollout.obs, device=device)[:, env_ids]
-    starts = torch.as_tensor(rollout.starts, device=device)[:, env_ids]
-    features, _ = agent.unroll(obs, rollout.initial_hidden[:, env_ids], starts)
-    actions = torch.as_tensor(rollout.actions, device=device)[:, env_ids]
-    return agent.get_action_and_value(features, actions)[1:]
+def to_sequences(rollout, seq_len: int, device: torch.device, **extra: np.ndarray) -> dict:
+    """Cut every env's rollout (and each `extra` (num_steps, num_envs) array) into num_steps / seq_len
+    sequences of seq_len steps: tensors of shape (seq_len, number of sequences, ...), sequence k * num_envs + env
+    holding steps k * seq_len ... (k + 1) * seq_len - 1 of that env, and "hidden", the state before each first step."""
+
+    def cut(array) -> torch.Tensor:  # (num_steps, num_envs, ...) -> (seq_len, num_steps / seq_len * num_envs, ...)
+        tensor = torch.as_tensor(array, device=device)
+        return tensor.reshape(-1, seq_len, *tensor.shape[1:]).transpose(0, 1).reshape(seq_len, -1, *tensor.shape[2:])
+
+    arrays = {name: getattr(rollout, name) for name in ["obs", "actions", "starts", "trainable", "log_probs", "values"]}
+    return {"hidden": cut(rollout.hiddens)[:1], **{name: cut(array) for name, array in {**arrays, **extra}.items()}}
+
+
+def replay(agent: RecurrentAgent, sequences: dict, ids: torch.Tensor):
+    """(log pi, entropy, V), each (seq_len, len(ids)), recomputed for the stored actions by replaying
+    the sequences `ids` from their stored start states with the rollout's resets."""
+    features, _ = agent.unroll(sequences["obs"][:, ids], sequences["hidden"][:, ids], sequences["starts"][:, ids])
+    return agent.get_action_and_value(features, sequences["actions"][:, ids])[1:]
 
 
 def ppo_update(agent, optimizer, rollout, args: Args, device: torch.device, global_step: int) -> dict:
-    """GAE on the rollout, then `update_epochs` epochs of clipped-PPO steps on minibatches of whole envs.
+    """GAE on the rollout, then `update_epochs` epochs of clipped-PPO steps on minibatches of whole sequences.
 
     Returns every logged loss as its mean over all minibatches and epochs of this update; a loss that
     is not finite stops the run (one check per update, not a host sync per minibatch).
@@ -341,16 +346,14 @@ def ppo_update(agent, optimizer, rollout, args: Args, device: torch.device, glob
     advantages, returns = compute_gae(
         rollout.rewards, rollout.values, next_values, rollout.terminations, rollout.dones, args.gamma, args.gae_lambda
     )
-    old = {"log_probs": rollout.log_probs, "values": rollout.values, "advantages": advantages, "returns": returns}
-    old = {name: torch.as_tensor(array, device=device) for name, array in old.items()}
-    trainable = torch.as_tensor(rollout.trainable, device=device).bool()
+    sequences = to_sequences(rollout, args.seq_len, device, advantages=advantages, returns=returns)
     value_clip = args.clip_coef if args.clip_vloss else None  # --clip-vloss: V stays near the old values too
     stats = []
     for _epoch in range(args.update_epochs):
-        for env_ids in torch.tensor_split(torch.randperm(args.num_envs, device=device), args.num_minibatches):
-            keep = trainable[:, env_ids]  # every step of these envs but the reset steps
-            log_prob, entropy, new_value = (tensor[keep] for tensor in replay(agent, rollout, env_ids, device))
-            mb = {name: tensor[:, env_ids][keep] for name, tensor in old.items()}
+        for ids in torch.tensor_split(torch.randperm(sequences["obs"].shape[1], device=device), args.num_minibatches):
+            keep = sequences["trainable"][:, ids].bool()  # every step of these sequences but the reset steps
+            log_prob, entropy, new_value = (tensor[keep] for tensor in replay(agent, sequences, ids))
+            mb = {name: sequences[name][:, ids][keep] for name in ["log_probs", "values", "advantages", "returns"]}
             mb_advantage = mb["advantages"]
             if args.norm_adv and len(mb_advantage) > 1:
                 mb_advantage = (mb_advantage - mb_advantage.mean()) / (mb_advantage.std() + 1e-8)
@@ -395,13 +398,13 @@ def main(args: Args) -> dict:
     # fused: one kernel for all parameters (cheaper per step than the per-tensor loop)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     # The rollout: num_steps x num_envs float32 arrays. trainable is 0 on the reset step that follows an episode
-    # end; starts is 1 where the observation is an episode's first (h is zeroed before it). initial_hidden
-    # (h before the rollout's first step) and last_value (V of the observation after its last step) are
-    # what the update needs to replay the GRU and bootstrap.
-    names = ["obs", "actions", "log_probs", "values", "rewards", "terminations", "dones", "trainable", "starts"]
-    shapes = {"obs": obs_space.shape, "actions": action_space.shape}
+    # end; starts is 1 where the observation is an episode's first (h is zeroed before it). hiddens (h before
+    # each step) and last_value (V of the observation after the last step) are what the update needs to
+    # replay the GRU and bootstrap.
+    names = "obs actions log_probs values rewards terminations dones trainable starts hiddens".split()
+    shapes = {"obs": obs_space.shape, "actions": action_space.shape, "hiddens": (args.hidden_size,)}
     zeros = {name: np.zeros((args.num_steps, args.num_envs, *shapes.get(name, ())), np.float32) for name in names}
-    rollout = types.SimpleNamespace(**zeros, initial_hidden=None, last_value=None)
+    rollout = types.SimpleNamespace(**zeros, last_value=None)
     next_obs, _ = envs.reset(seed=args.seed)  # env i gets seed + i
     hidden = torch.zeros(1, args.num_envs, args.hidden_size, device=device)
     # next_done: the last step ended an episode, so the next step is a reset step; next_start: the next
@@ -423,9 +426,9 @@ def main(args: Args) -> dict:
                 break
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
-            rollout.initial_hidden = hidden.clone()  # the update replays every sequence from here
             for step in range(args.num_steps):
                 global_step += args.num_envs
+                rollout.hiddens[step] = hidden[0].cpu().numpy()  # where a replayed sequence starts here
                 rollout.obs[step] = next_obs
                 rollout.trainable[step] = ~next_done
                 rollout.starts[step] = next_start
@@ -470,7 +473,7 @@ def main(args: Args) -> dict:
 ALGORITHM = "ppo_gru"  # stored in saved models: --eval-model refuses another script's file
 FLAG_RULES = [  # (what is allowed, the test, the flags it applies to); a flag left at None is skipped
     ("> 0", lambda value: value > 0, ["total_timesteps", "learning_rate", "hidden_size", "num_envs", "num_steps"]),
-    ("> 0", lambda value: value > 0, ["num_minibatches", "update_epochs", "clip_coef", "max_grad_norm"]),
+    ("> 0", lambda value: value > 0, ["seq_len", "num_minibatches", "update_epochs", "clip_coef", "max_grad_norm"]),
     ("> 0", lambda value: value > 0, ["target_kl", "eval_episodes"]),
     ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
     (">= 0", lambda value: value >= 0, ["ent_coef", "vf_coef"]),
@@ -486,7 +489,7 @@ def usage_error(message: str) -> None:
 def check_args(args: Args) -> Args:
     """Stop with one line and exit 2, before any env is made, at the first flag that breaks its rule, an
     unknown env id, a missing optional package or a space this script does not support. Returns the
-    Args with the kind defaults (KIND_DEFAULTS, --norm-reward, the learning rate) filled in from the probe env."""
+    Args with the kind defaults (the entropy bonus and the learning rate) filled in from the probe env."""
     for rule, allowed, names in FLAG_RULES:
         for name in names:
             if getattr(args, name) is not None and not allowed(getattr(args, name)):
@@ -513,14 +516,17 @@ def check_args(args: Args) -> Args:
     if not (one_d_box[0] and (one_d_box[1] or isinstance(action_space, gym.spaces.Discrete))):
         supported = f"{ALGORITHM}.py supports a 1-D Box observation space with a Discrete or 1-D Box action space"
         usage_error(f"{args.env_id} has observation space {obs_space} and action space {action_space}; {supported}")
-    # The kind defaults fill every flag left at None (a flag given on the command line always wins).
-    kind = "discrete" if isinstance(action_space, gym.spaces.Discrete) else "continuous"
+    # The kind defaults fill the flags left at None (a flag given on the command line always wins).
+    discrete = isinstance(action_space, gym.spaces.Discrete)
     # Box: 1e-3 * sqrt(100k / total_timesteps), kept within [3e-4, 1e-3]
-    learning_rate = 1e-3 if kind == "discrete" else min(1e-3, max(3e-4, 1e-3 * (100_000 / args.total_timesteps) ** 0.5))
-    defaults = {**KIND_DEFAULTS[kind], "norm_reward": kind == "continuous", "learning_rate": learning_rate}
+    learning_rate = 1e-3 if discrete else min(1e-3, max(3e-4, 1e-3 * (100_000 / args.total_timesteps) ** 0.5))
+    defaults = {"ent_coef": 0.01 if discrete else 0.0, "learning_rate": learning_rate}
     args = dataclasses.replace(args, **{name: value for name, value in defaults.items() if getattr(args, name) is None})
-    if args.num_envs % args.num_minibatches:
-        usage_error(f"--num-minibatches {args.num_minibatches} must divide --num-envs {args.num_envs} (whole envs)")
+    if args.num_steps % args.seq_len:
+        usage_error(f"--seq-len {args.seq_len} must divide --num-steps {args.num_steps}")
+    num_sequences = args.num_envs * args.num_steps // args.seq_len
+    if num_sequences % args.num_minibatches:
+        usage_error(f"--num-minibatches {args.num_minibatches} must divide the {num_sequences} sequences of a rollout")
     return args
 
 

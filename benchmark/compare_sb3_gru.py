@@ -7,8 +7,9 @@ steps, batch 256, 20 epochs, lr 1e-3 and clip 0.2 both annealed, gamma 0.98, lam
 observation normalization, a 64-unit LSTM for the actor and another for the critic, ReLU
 64-unit heads. Its envs hide the velocities with the same zeroing as --mask-velocity (RL Zoo
 drops those entries instead; the information is the same). ppo_gru.py runs with its defaults
-(16 envs x 16 steps) and again with RL Zoo's layout (8 x 32). Each round runs every side
-once, in its own process. Steps/sec is env steps over the training loop's wall time. Writes
+(8 envs x 128 steps, replayed as 16-step sequences) and again with RL Zoo's layout (8 x 32,
+each env's 32 steps replayed whole, as RecurrentPPO does). Each round runs every side once,
+in its own process. Steps/sec is env steps over the training loop's wall time. Writes
 benchmark/results/ppo_gru_vs_sb3.md, which the ppo_gru.py documentation page
 includes.
 """
@@ -79,13 +80,13 @@ def main() -> None:
         return
 
     steps = ["--total-timesteps", str(options.total_timesteps)]
-    rl_zoo_layout = ["--num-envs", "8", "--num-steps", "32"]
+    rl_zoo_layout = ["--num-envs", "8", "--num-steps", "32", "--seq-len", "32"]
     results = interleave(
         {
-            "ppo_gru.py (defaults: 16 envs x 16 steps)": lambda seed: run_script(
+            "ppo_gru.py (defaults: 8 envs x 128 steps, 16-step sequences)": lambda seed: run_script(
                 "ppo_gru", ["--mask-velocity", "--seed", str(seed), *steps]
             ),
-            "ppo_gru.py (8 envs x 32 steps)": lambda seed: run_script(
+            "ppo_gru.py (8 envs x 32 steps, whole)": lambda seed: run_script(
                 "ppo_gru", ["--mask-velocity", "--seed", str(seed), *steps, *rl_zoo_layout]
             ),
             SB3: lambda seed: run_worker(__file__, ["--seed", str(seed), *steps]),

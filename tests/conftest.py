@@ -93,7 +93,8 @@ SCRIPT_PROFILES = {
             (["--num-envs", "0"], "--num-envs"),
             (["--hidden-size", "0"], "--hidden-size"),
             (["--gamma", "1.5"], "--gamma"),
-            (["--num-envs", "6", "--num-minibatches", "4"], "--num-minibatches"),
+            (["--num-envs", "3", "--seq-len", "128", "--num-minibatches", "4"], "--num-minibatches"),
+            (["--seq-len", "24"], "--seq-len"),
         ],
     ),
     "ppo": dict(

@@ -62,22 +62,48 @@ def test_replay_reproduces_the_rollout_exactly_across_episode_resets(env_id, num
     flags = dict(env_id=env_id, num_envs=4, num_steps=num_steps, total_timesteps=2 * 4 * num_steps)
     agent, rollout = captured_rollouts(monkeypatch, **flags)[1]
     assert rollout.starts[1:].any(), "no episode started inside the rollout: the test would prove nothing"
-    assert rollout.initial_hidden.abs().sum() > 0
+    assert np.abs(rollout.hiddens[0]).sum() > 0  # carried over from the first rollout
     with torch.no_grad():
-        # The whole batch, and a minibatch of two envs, through the update's replay path.
-        for env_ids in [torch.arange(4), torch.tensor([3, 1])]:
-            log_probs, _, values = ppo_gru.replay(agent, rollout, env_ids, torch.device("cpu"))
-            np.testing.assert_allclose(log_probs.numpy(), rollout.log_probs[:, env_ids], rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(values.numpy(), rollout.values[:, env_ids], rtol=1e-5, atol=1e-5)
+        # Whole rollouts and sequences of a quarter of it (which start from stored mid-rollout states),
+        # all of them and a minibatch of two, through the update's replay path.
+        for seq_len in [num_steps, num_steps // 4]:
+            sequences = ppo_gru.to_sequences(rollout, seq_len, torch.device("cpu"))
+            for ids in [torch.arange(sequences["obs"].shape[1]), torch.tensor([3, 1])]:
+                log_probs, _, values = ppo_gru.replay(agent, sequences, ids)
+                torch.testing.assert_close(log_probs, sequences["log_probs"][:, ids], rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(values, sequences["values"][:, ids], rtol=1e-5, atol=1e-5)
         # The same replay without the resets drifts: this is the bug the test exists to catch.
-        no_resets = types.SimpleNamespace(**{**vars(rollout), "starts": np.zeros_like(rollout.starts)})
-        _, _, values = ppo_gru.replay(agent, no_resets, torch.arange(4), torch.device("cpu"))
-        assert not np.allclose(values.numpy(), rollout.values, atol=1e-3)
+        sequences["starts"] = torch.zeros_like(sequences["starts"])
+        _, _, values = ppo_gru.replay(agent, sequences, torch.arange(sequences["obs"].shape[1]))
+        assert not torch.allclose(values, sequences["values"], atol=1e-3)
+
+
+def test_sequences_cut_each_env_into_consecutive_pieces():
+    rollout = types.SimpleNamespace(
+        **{name: np.zeros((6, 2), np.float32) for name in ["actions", "starts", "trainable"]}
+    )
+    rollout.log_probs = rollout.values = rollout.actions
+    rollout.obs = np.arange(12, dtype=np.float32).reshape(6, 2, 1)  # obs[t, env] = 2 t + env
+    rollout.hiddens = np.arange(12, dtype=np.float32).reshape(6, 2, 1)
+    sequences = ppo_gru.to_sequences(rollout, 3, torch.device("cpu"))
+    # sequence k * num_envs + env: steps 3k, 3k + 1, 3k + 2 of that env, from the state before step 3k
+    torch.testing.assert_close(
+        sequences["obs"][:, :, 0].T, torch.tensor([[0.0, 2, 4], [1, 3, 5], [6, 8, 10], [7, 9, 11]])
+    )
+    torch.testing.assert_close(sequences["hidden"][0, :, 0], torch.tensor([0.0, 1, 6, 7]))
 
 
 def test_masks_line_up_with_episode_ends(monkeypatch, in_tmp_dir):
     # Episodes of 3 steps (obs = 0, 1, 2, then the final obs 3), cut by the time limit; raw observations.
-    flags = dict(env_id="tests/CountingTruncated-v0", num_envs=2, num_steps=9, total_timesteps=18, norm_obs=False)
+    flags = dict(
+        env_id="tests/CountingTruncated-v0",
+        num_envs=2,
+        num_steps=9,
+        seq_len=9,
+        num_minibatches=1,
+        total_timesteps=18,
+        norm_obs=False,
+    )
     [(_, rollout)] = captured_rollouts(monkeypatch, **flags)
     np.testing.assert_array_equal(rollout.obs[:, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3, 0])
     np.testing.assert_array_equal(rollout.dones[:, 0], [0, 0, 1, 0, 0, 0, 1, 0, 0])
@@ -141,5 +167,5 @@ def test_mask_velocity_on_an_unsupported_env_exits_2(name, tmp_path):
 def test_learns_masked_cartpole(in_tmp_dir):
     args = ppo_gru.Args(env_id="CartPole-v1", mask_velocity=True, seed=1, total_timesteps=60_000)
     returns = ppo_gru.main(args)["episodic_returns"]
-    # This run ends near 460; random play scores ~22 and ppo.py's MLP policy ~40 on the same masked task.
+    # This run ends near 470; random play scores ~22 and ppo.py's MLP policy ~40 on the same masked task.
     assert np.mean(returns[-10:]) >= 300
