@@ -202,9 +202,9 @@ class RecurrentAgent(nn.Module):
         action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden_size)), nn.Tanh())
         self.gru = nn.GRU(hidden_size, hidden_size)
-        for kind in ["ih", "hh"]:  # input-to-hidden and hidden-to-hidden weights (all three gates), and their biases
-            nn.init.orthogonal_(getattr(self.gru, f"weight_{kind}_l0"), 1.0)
-            nn.init.zeros_(getattr(self.gru, f"bias_{kind}_l0"))
+        for connection in ["ih", "hh"]:  # input-to-hidden and hidden-to-hidden weights (all three gates), biases
+            nn.init.orthogonal_(getattr(self.gru, f"weight_{connection}_l0"), 1.0)
+            nn.init.zeros_(getattr(self.gru, f"bias_{connection}_l0"))
         self.critic = head(hidden_size, 1, std=1.0)
         # A small last layer makes the initial policy near-uniform / near-zero mean.
         self.actor = head(hidden_size, action_dim, std=0.01)
@@ -428,7 +428,7 @@ def main(args: Args) -> dict:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
             for step in range(args.num_steps):
                 global_step += args.num_envs
-                rollout.hiddens[step] = hidden[0].cpu().numpy()  # where a replayed sequence starts here
+                rollout.hiddens[step] = hidden[0].cpu().numpy()  # h before this step: a sequence may start here
                 rollout.obs[step] = next_obs
                 rollout.trainable[step] = ~next_done
                 rollout.starts[step] = next_start
