@@ -34,6 +34,7 @@ SCRIPT_PROFILES = {
             (["--batch-size", "0"], "--batch-size"),
             (["--learning-rate", "-0.1"], "--learning-rate"),
             (["--buffer-size", "0"], "--buffer-size"),
+            (["--learning-starts", "-1"], "--learning-starts"),
         ],
     ),
     "reinforce": dict(

@@ -1,11 +1,17 @@
 """ddpg.py: soft update, OU noise, critic target, replay buffer, action scaling, learning."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import ddpg
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_soft_update_follows_the_formula():
@@ -103,6 +109,17 @@ def test_actor_maps_tanh_onto_asymmetric_bounds():
         torch.testing.assert_close(actor(torch.zeros(1, 2)), torch.tensor([[-1.0, 0.0]]))
     # the buffers travel with the weights
     assert {"action_scale", "action_bias"} <= set(actor.state_dict())
+
+
+def test_learning_starts_follows_the_budget_unless_given():
+    """Left unset: 5% of --total-timesteps, at most 10,000 (and --help says so); a given value is kept."""
+    for total_timesteps, expected in [(4_000, 200), (20_000, 1_000), (300_000, 10_000), (1_000_000, 10_000)]:
+        assert ddpg.check_args(ddpg.Args(total_timesteps=total_timesteps)).learning_starts == expected
+    assert ddpg.check_args(ddpg.Args(total_timesteps=300_000, learning_starts=0)).learning_starts == 0
+    help_text = subprocess.run(
+        [sys.executable, "ddpg.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "5% of --total-timesteps" in " ".join(help_text.split())
 
 
 @pytest.mark.parametrize("noise_type", ["ou", "gaussian"])
