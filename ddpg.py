@@ -87,7 +87,7 @@ class Args:
     """transitions per gradient step"""
     hidden_size: int = 256
     """units in each of the two hidden layers of actor and critic (TD3's and CleanRL's 256; 64 runs ~2x faster
-    but learned less on InvertedPendulum, LunarLanderContinuous and HalfCheetah over seeds 1-3, docs/ddpg.md)"""
+    but collapsed on InvertedPendulum-v5 at 30k steps where 256 did not, seeds 1-3; see docs/ddpg.md)"""
     learning_starts: int | None = None
     """env steps of uniform random actions before learning starts [None: 5% of --total-timesteps, at most
     10,000 (TD3's and RL Zoo's MuJoCo value): a short run keeps most of its steps for learning, a long one
