@@ -9,7 +9,10 @@ timed on its own with ddpg.py's own classes and functions: the best of 5 blocks 
 torch thread. The whole loop is then timed by running ddpg.main twice in this process, with 2,000
 and 7,000 steps (learning starts at 1,000 in both), so the difference is 5,000 steps of learning
 without start-up costs (the best of two such pairs). The gap between the loop and the sum of the
-pieces is the loop's own Python (noise, clipping, episode bookkeeping, logging).
+pieces is what the step costs beyond them. So the gradient step's pieces are also timed one after
+another as main runs them, with a fresh batch each time (alone, each piece reuses one batch and repeats
+with its data still in the caches); what the loop takes beyond the env step, acting and that sequence is
+its own Python (noise, clipping, adding to the buffer, episode bookkeeping, logging).
 Writes benchmark/results/ddpg_step_cost_<env>_<width>.md.
 """
 
@@ -46,8 +49,9 @@ def best_ms(function, calls: int = 300, blocks: int = 5) -> float:
     return min(times)
 
 
-def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, float]:
+def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> tuple[float, dict[str, float]]:
     torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as ddpg.main sets them both
     env = gym.make(env_id)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
     actor, target_actor = (ddpg.Actor(obs_dim, env.action_space, hidden_size) for _ in range(2))
@@ -71,9 +75,12 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
             action = actor(torch.as_tensor(obs[None], dtype=torch.float32)).numpy()
         np.clip(action + noise.sample(), env.action_space.low, env.action_space.high)
 
+    envs = ddpg.make_vector_env(env_id, 1)  # as main steps it: the vector env and its episode statistics
+    envs.reset(seed=0)
+    actions = envs.action_space.sample()
+
     def env_step():
-        if any(env.step(env.action_space.sample())[2:4]):
-            env.reset()
+        envs.step(actions)  # the next step after an episode's end only resets that env (NEXT_STEP)
 
     def target():
         with torch.no_grad():
@@ -91,9 +98,25 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> dict[str, flo
         actor_optimizer.zero_grad()
         loss.backward(inputs=actor_params)
 
+    def gradient_step():  # the learning pieces one after another as main runs them, a fresh batch each time
+        b_obs, b_actions, b_rewards, b_next_obs, b_terminations = buffer.sample(batch_size)
+        with torch.no_grad():
+            next_q = target_critic(b_next_obs, target_actor(b_next_obs))
+            targets = ddpg.critic_target(b_rewards, b_terminations, next_q, 0.99)
+        qf_loss = (critic(b_obs, b_actions) - targets).pow(2).mean()
+        critic_optimizer.zero_grad()
+        qf_loss.backward()
+        critic_optimizer.step()
+        actor_loss = -critic(b_obs, actor(b_obs)).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward(inputs=actor_params)
+        actor_optimizer.step()
+        ddpg.soft_update(target_actor, actor, 0.005), ddpg.soft_update(target_critic, critic, 0.005)
+
     critic_pass(), actor_pass()  # gradients exist, so the optimizer steps below do their full work
-    return {
-        "env step": best_ms(env_step),
+    in_sequence = best_ms(gradient_step)
+    return in_sequence, {
+        "env step (vector env, episode statistics)": best_ms(env_step),
         "acting (mu(s), noise, clip)": best_ms(act),
         "replay: add one, sample a batch, to tensors": best_ms(lambda: (buffer.add(*one), buffer.sample(batch_size))),
         "target: mu'(s'), Q'(s', a'), y (forward)": best_ms(target),
@@ -136,10 +159,12 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=256)
     options = parser.parse_args()
-    costs = piece_costs(options.env_id, options.hidden_size, options.batch_size)
+    in_sequence, costs = piece_costs(options.env_id, options.hidden_size, options.batch_size)
     whole = loop_ms(options.env_id, options.hidden_size, options.batch_size)
     passes = sum(v for k, v in costs.items() if k.startswith(("target", "critic", "actor")))
     total = sum(costs.values())
+    acting = sum(v for k, v in costs.items() if k.startswith(("env step", "acting")))
+    learning = total - acting  # the pieces of the gradient step, each timed alone
     width = options.hidden_size
     lines = [
         f"{options.env_id}, {width}-{width} networks, batch {options.batch_size}, one torch thread: one learning step "
@@ -152,7 +177,12 @@ def main() -> None:
     lines += [
         f"| **forward and backward passes (target, critic, actor)** | **{passes:.3f}** | **{passes / whole:.0%}** |",
         f"| sum of the pieces | {total:.3f} | {total / whole:.0%} |",
-        f"| the loop's own Python (the rest) | {whole - total:.3f} | {(whole - total) / whole:.0%} |",
+        f"| one gradient step, its pieces run in sequence (sample to soft updates) | {in_sequence:.3f} | "
+        f"{in_sequence / whole:.0%} |",
+        f"| of which running them in sequence, beyond the pieces alone | "
+        f"{in_sequence - learning:.3f} | {(in_sequence - learning) / whole:.0%} |",
+        f"| the loop's own Python (the loop minus the env step, acting and the gradient step in sequence) | "
+        f"{whole - acting - in_sequence:.3f} | {(whole - acting - in_sequence) / whole:.0%} |",
         f"| **ddpg.main, measured** | **{whole:.3f}** ({1000 / whole:.0f} steps/s) | 100% |",
     ]
     text = "\n".join(lines) + "\n"
