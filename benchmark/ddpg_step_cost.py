@@ -67,7 +67,6 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> tuple[float, 
     )  # fmt: skip
     noise = ddpg.GaussianNoise((1, action_dim), 0.1, rng)
     obs, _ = env.reset(seed=0)
-    b_obs, b_actions, b_rewards, b_next_obs, b_terminations = buffer.sample(batch_size)  # float32 tensors
     one = (obs[None], env.action_space.sample()[None], np.zeros(1), obs[None], np.zeros(1))
 
     def act():
@@ -82,50 +81,49 @@ def piece_costs(env_id: str, hidden_size: int, batch_size: int) -> tuple[float, 
     def env_step():
         envs.step(actions)  # the next step after an episode's end only resets that env (NEXT_STEP)
 
-    def target():
+    def target(batch):
+        _, _, b_rewards, b_next_obs, b_terminations = batch
         with torch.no_grad():
-            ddpg.critic_target(b_rewards, b_terminations, target_critic(b_next_obs, target_actor(b_next_obs)), 0.99)
+            next_q = target_critic(b_next_obs, target_actor(b_next_obs))
+            return ddpg.critic_target(b_rewards, b_terminations, next_q, 0.99)
 
-    def critic_pass():
-        loss = (critic(b_obs, b_actions) - b_rewards).pow(2).mean()
+    def critic_pass(batch, targets):
+        b_obs, b_actions = batch[:2]
+        loss = (critic(b_obs, b_actions) - targets).pow(2).mean()
         critic_optimizer.zero_grad()
         loss.backward()
 
     actor_params = list(actor.parameters())
 
-    def actor_pass():
-        loss = -critic(b_obs, actor(b_obs)).mean()
+    def actor_pass(batch):
+        loss = -critic(batch[0], actor(batch[0])).mean()
         actor_optimizer.zero_grad()
         loss.backward(inputs=actor_params)
 
-    def gradient_step():  # the learning pieces one after another as main runs them, a fresh batch each time
-        b_obs, b_actions, b_rewards, b_next_obs, b_terminations = buffer.sample(batch_size)
-        with torch.no_grad():
-            next_q = target_critic(b_next_obs, target_actor(b_next_obs))
-            targets = ddpg.critic_target(b_rewards, b_terminations, next_q, 0.99)
-        qf_loss = (critic(b_obs, b_actions) - targets).pow(2).mean()
-        critic_optimizer.zero_grad()
-        qf_loss.backward()
-        critic_optimizer.step()
-        actor_loss = -critic(b_obs, actor(b_obs)).mean()
-        actor_optimizer.zero_grad()
-        actor_loss.backward(inputs=actor_params)
-        actor_optimizer.step()
+    def soft_updates():
         ddpg.soft_update(target_actor, actor, 0.005), ddpg.soft_update(target_critic, critic, 0.005)
 
-    critic_pass(), actor_pass()  # gradients exist, so the optimizer steps below do their full work
+    def gradient_step():  # the pieces below one after another as main runs them, a fresh batch each time
+        batch = buffer.sample(batch_size)
+        critic_pass(batch, target(batch))
+        critic_optimizer.step()
+        actor_pass(batch)
+        actor_optimizer.step()
+        soft_updates()
+
+    batch = buffer.sample(batch_size)  # float32 tensors: each piece alone reuses this one batch
+    targets = target(batch)
+    critic_pass(batch, targets), actor_pass(batch)  # gradients exist, so the optimizer steps do their full work
     in_sequence = best_ms(gradient_step)
     return in_sequence, {
         "env step (vector env, episode statistics)": best_ms(env_step),
         "acting (mu(s), noise, clip)": best_ms(act),
         "replay: add one, sample a batch, to tensors": best_ms(lambda: (buffer.add(*one), buffer.sample(batch_size))),
-        "target: mu'(s'), Q'(s', a'), y (forward)": best_ms(target),
-        "critic: forward + backward": best_ms(critic_pass),
-        "actor: forward + backward through Q": best_ms(actor_pass),
+        "target: mu'(s'), Q'(s', a'), y (forward)": best_ms(lambda: target(batch)),
+        "critic: forward + backward": best_ms(lambda: critic_pass(batch, targets)),
+        "actor: forward + backward through Q": best_ms(lambda: actor_pass(batch)),
         "Adam steps (critic, actor)": best_ms(lambda: (critic_optimizer.step(), actor_optimizer.step())),
-        "soft updates (actor, critic)": best_ms(
-            lambda: (ddpg.soft_update(target_actor, actor, 0.005), ddpg.soft_update(target_critic, critic, 0.005))
-        ),
+        "soft updates (actor, critic)": best_ms(soft_updates),
     }
 
 
