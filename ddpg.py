@@ -235,9 +235,9 @@ class GaussianNoise:
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """theta' <- tau * theta + (1 - tau) * theta' for every pair of parameters (tau = 1 copies)."""
-    # theta' + tau * (theta - theta') in one call for all the tensors (measured: 2x cheaper than a lerp_ each)
     with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+        for target_param, param in zip(target.parameters(), source.parameters(), strict=True):
+            target_param.lerp_(param, tau)  # theta' + tau * (theta - theta')
 
 
 def critic_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS  # noqa: E402
+from run import RESULTS, machine, machine_text  # noqa: E402
 
 import ddpg  # noqa: E402
 
@@ -182,6 +182,10 @@ def main() -> None:
         f"| the loop's own Python (the loop minus the env step, acting and the gradient step in sequence) | "
         f"{whole - acting - in_sequence:.3f} | {(whole - acting - in_sequence) / whole:.0%} |",
         f"| **ddpg.main, measured** | **{whole:.3f}** ({1000 / whole:.0f} steps/s) | 100% |",
+        "",
+        # the ratio of the loop to its passes depends on the CPU: where matrix products are slower, the
+        # same Python around them is a smaller share
+        f"Loop / passes: {whole / passes:.2f}x. Machine: {machine_text(machine())}.",
     ]
     text = "\n".join(lines) + "\n"
     (RESULTS / f"ddpg_step_cost_{options.env_id}_{width}.md").write_text(text)

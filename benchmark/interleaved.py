@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stats  # noqa: E402
 from run import RESULTS, ROOT, WORK, read_scalars, update_readme  # noqa: E402
 
 
@@ -73,19 +74,27 @@ def parse_options(description: str, rounds: int, total_timesteps: int, env_id: s
 
 
 def comparison_table(title: str, results: dict[str, list[dict]], ratio_header: str, ratio, window: int = 10) -> str:
-    """Markdown table, one row per side: steps/sec and final return (mean ± std over rounds), and
-    ratio(mean steps/sec of the row) under ratio_header."""
+    """Markdown table, one row per side: steps/sec (mean ± std over rounds), the final return of each round
+    with their IQM and 95% interval (the project's rule for every return it shows), and ratio(mean steps/sec
+    of the row) under ratio_header. The rounds are short runs: their returns show that both sides learn
+    alike, they are not learning results."""
     lines = [
         title,
         "",
-        f"| implementation | steps/sec (mean ± std) | final return (last {window}, mean ± std) | {ratio_header} |",
-        "|---|---|---|---|",
+        f"| implementation | steps/sec (mean ± std) | final return (last {window}): IQM [95% CI] | per round "
+        f"| {ratio_header} |",
+        "|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         sps = [r["sps"] for r in runs]
         finals = [r["final_return"] for r in runs]
+        if len(finals) > 1:
+            returns = f"{stats.format_interval(*stats.intervals(finals)['iqm'])} ({len(finals)} seeds)"
+        else:
+            returns = f"{stats.format_value(finals[0])} (1 seed)"
+        per_round = ", ".join(stats.format_value(value) for value in finals)
         lines.append(
-            f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {np.mean(finals):.1f} ± {np.std(finals):.1f} "
+            f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {returns} | {per_round} "
             f"| {ratio(np.mean(sps)):.2f}x |"
         )
     return "\n".join(lines) + "\n"

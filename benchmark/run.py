@@ -157,7 +157,7 @@ SUITES = {
         "box": [
             SuiteEnv(
                 "Pendulum-v1",
-                None,
+                20_000,
                 "saved actor, 100 eval episodes: >= -160 on each seed (ddpg_eval table)",
                 [Anchor(RL_ZOO, -152, "DDPG -152 ± 94 (evaluated)", True)],
             ),
@@ -486,7 +486,7 @@ HEADLINES = {
     "qac": [("CartPole-v1", "", None)],
     "a2c": [("CartPole-v1", "", 500_000), ("Pendulum-v1", "", 1_000_000)],
     "a3c": [("LunarLander-v3", "", 1_000_000), ("Pendulum-v1", "", 2_000_000)],
-    "ddpg": [("Pendulum-v1", "", None), ("HalfCheetah-v5", "", 300_000)],
+    "ddpg": [("Pendulum-v1", "", 20_000), ("HalfCheetah-v5", "", 300_000)],
     "ppo": [("LunarLander-v3", "", 1_000_000), ("HalfCheetah-v5", "", 1_000_000), ("Hopper-v5", "", 1_000_000)],
     "ppo_gru": [("CartPole-v1", "masked", None)],
 }

@@ -150,3 +150,17 @@ def test_all_with_table_only_rebuilds_every_script_from_its_stored_runs(bench, m
     assert "| CartPole-v1 | default | 1,000 | 2 |" in (bench.tmp_path / "results" / "ppo.md").read_text()
     assert bench.calls == [("CartPole-v1", 1, ("--save-model", "--eval-episodes", "20")),
                            ("CartPole-v1", 2, ("--save-model", "--eval-episodes", "20"))]  # fmt: skip
+
+
+def test_a_speed_table_shows_each_side_s_returns_as_an_iqm_with_its_interval_and_seeds():
+    import interleaved
+
+    results = {
+        "ours": [dict(sps=sps, final_return=value) for sps, value in [(100, -400.0), (110, -420.0), (90, -100.0)]],
+        "theirs": [dict(sps=50, final_return=7.0)],
+    }
+    table = interleaved.comparison_table("title", results, "speed-up", lambda sps: 100 / sps)
+    [ours, theirs] = [line for line in table.splitlines() if line.startswith(("| ours", "| theirs"))]
+    interval = run.stats.format_interval(*run.stats.intervals([-400.0, -420.0, -100.0])["iqm"])
+    assert f"| {interval} (3 seeds) | -400, -420, -100 | 1.00x |" in ours
+    assert "| 50 ± 0 | 7.00 (1 seed) | 7.00 | 2.00x |" in theirs

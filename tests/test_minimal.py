@@ -68,7 +68,8 @@ NOT_YET_WITHIN = {
     "qac": (276, 162),
     "a2c": (370, 237),
     "a3c": (457, 293),
-    "ddpg": (344, 220),
+    # ddpg: issue 29 ended at 345/224; 344/220 with a private foreach soft update, +1 for the public lerp_ again
+    "ddpg": (345, 221),
     "ppo": (464, 279),
     "ppo_gru": (410, 282),
 }
