@@ -56,12 +56,15 @@ class Anchor:
 class SuiteEnv:
     """One env of a suite: the budget every run gets (None: the script's default), the target the issue
     set and the published anchors; the first anchor's mean is the score that means 1 in the suite's
-    normalized aggregate (an env without anchors leaves its suite without one)."""
+    normalized aggregate (an env without anchors leaves its suite without one). A task label (TASK_FLAGS)
+    names a variant of the env that is a task of its own, such as the velocity-masked one: its runs get the
+    label's flags and its row is held to the target."""
 
     env_id: str
     budget: int | None
     target: str
     anchors: list[Anchor] = field(default_factory=list)
+    label: str = ""
 
     def reference_score(self) -> float | None:
         return self.anchors[0].mean if self.anchors else None
@@ -148,6 +151,35 @@ SUITES = {
             SuiteEnv("Walker2d-v5", 1_000_000, "-"),
             SuiteEnv("InvertedDoublePendulum-v5", 1_000_000, "-"),
         ],
+    },
+    "ppo_gru": {
+        # The tasks a memory is for: the velocities cut from the observation (--mask-velocity).
+        "masked": [
+            SuiteEnv(
+                "CartPole-v1",
+                None,
+                ">= 475 on each seed",
+                [Anchor(RL_ZOO, 500, "RecurrentPPO 500 ± 0 (CartPoleNoVel, 100k, evaluated)", True)],
+                "masked",
+            ),
+            SuiteEnv("LunarLander-v3", 2_000_000, ">= 100, and 100 above ppo.py masked", [], "masked"),
+            SuiteEnv(
+                "Pendulum-v1",
+                200_000,
+                ">= -200 (blocked: issue 32)",
+                [Anchor(RL_ZOO, -218, "RecurrentPPO -218 ± 140 (PendulumNoVel, 100k, evaluated)", True)],
+                "masked",
+            ),
+        ],
+        # Fully observed: the memory should cost little where nothing is hidden (PPO's published figures).
+        "full": [
+            SuiteEnv("Pendulum-v1", 200_000, "-", [Anchor(RL_ZOO, -172, "PPO -172 ± 104 (gSDE, evaluated)", True)]),
+            SuiteEnv(
+                "LunarLander-v3", 1_000_000, ">= 200", [Anchor(RL_ZOO, 242, "PPO 242 ± 32 (v2, 1M, evaluated)", True)]
+            ),
+            SuiteEnv("HalfCheetah-v5", 1_000_000, ">= 2500", [Anchor(CLEANRL_PPO, 1443, "PPO 1443 ± 46 (v4)")]),
+        ],
+        "held-out": [SuiteEnv("Acrobot-v1", 500_000, "-")],
     },
     "a3c": {
         "discrete": [SuiteEnv("LunarLander-v3", 1_000_000, ">= 150")],
@@ -403,16 +435,22 @@ def format_suite_table(script: str, results: list[dict], window: int) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = group_runs(results)
+    # A row under its own entry; a task the suites do not list (a masked variant) under the env's plain entry.
+    listed = {(e.env_id, e.label, e.budget) for entries in SUITES.get(script, {}).values() for e in entries}
     for suite, entries in SUITES.get(script, {}).items():
         for entry in entries:
             matching = [
-                (key, runs) for key, runs in groups.items() if key[0] == entry.env_id and key[2] == entry.budget
+                (key, runs)
+                for key, runs in groups.items()
+                if key[0] == entry.env_id
+                and key[2] == entry.budget
+                and (key[1] == entry.label or (not entry.label and key not in listed))
             ]
             for (_, label, _), runs in sorted(matching):
                 intervals = row_intervals(runs)
-                # The target and the anchors are for the default flags; a labelled variant is not held to them.
-                target = entry.target if not label else "-"
-                anchors = "; ".join(anchor_text(a, intervals) for a in entry.anchors) if not label else ""
+                # The target and the anchors are for the entry's task; another task's row is not held to them.
+                target = entry.target if label == entry.label else "-"
+                anchors = "; ".join(anchor_text(a, intervals) for a in entry.anchors) if label == entry.label else ""
                 rows.append(
                     f"| {suite} | {entry.env_id} | {short_budget(entry.budget)} | {label or 'default'} | {len(runs)} "
                     f"| {interval_text(intervals, 'train', 'iqm', runs)} "
@@ -429,7 +467,7 @@ def suite_scores(script: str, results: list[dict], suite: str, randoms: dict) ->
     has no reference, no random score or no run."""
     entries = SUITES[script][suite]
     groups = group_runs(results)
-    by_env = [{r["seed"]: r for r in groups.get((e.env_id, "", e.budget), [])} for e in entries]
+    by_env = [{r["seed"]: r for r in groups.get((e.env_id, e.label, e.budget), [])} for e in entries]
     if any(e.reference_score() is None or e.env_id not in randoms for e in entries) or not all(by_env):
         return None
     seeds = sorted(set.intersection(*(set(runs) for runs in by_env)))
@@ -563,16 +601,24 @@ def plot_path(script: str, env_id: str, label: str, budget: int | None) -> Path:
     return RESULTS / f"{script}_{env_id}{suffix}.png"
 
 
-def planned_runs(options: argparse.Namespace) -> list[tuple[str, int | None, int]]:
-    """(env id, budget, seed) for every run asked for: --env-ids with the budget in the extra
-    flags (if any), then each --suite env with its own budget."""
+def planned_runs(options: argparse.Namespace) -> list[tuple[str, int | None, int, str, list[str]]]:
+    """(env id, budget, seed, label, flags) for every run asked for: --env-ids with --label and the extra
+    flags (the budget read from them, if any), then each --suite env with its own budget and task label."""
     extra_budget = None
     if "--total-timesteps" in options.extra:
         extra_budget = int(options.extra[options.extra.index("--total-timesteps") + 1])
-    envs = [(env_id, extra_budget) for env_id in options.env_ids]
+    envs = [(env_id, extra_budget, options.label, options.extra) for env_id in options.env_ids]
     for suite in options.suite:
-        envs += [(entry.env_id, entry.budget) for entry in SUITES[options.script][suite]]
-    return [(env_id, budget, seed) for env_id, budget in envs for seed in options.seeds or protocol_seeds(env_id)]
+        for entry in SUITES[options.script][suite]:
+            budget_flags = ["--total-timesteps", str(entry.budget)] if entry.budget else []
+            envs.append(
+                (entry.env_id, entry.budget, entry.label, options.extra + TASK_FLAGS[entry.label] + budget_flags)
+            )
+    return [
+        (env_id, budget, seed, label, flags)
+        for env_id, budget, label, flags in envs
+        for seed in options.seeds or protocol_seeds(env_id)
+    ]
 
 
 def protocol_seeds(env_id: str) -> list[int]:
@@ -584,8 +630,10 @@ def protocol_seeds(env_id: str) -> list[int]:
     return list(range(1, 6)) if entry_point.startswith("gymnasium.envs.mujoco") else list(range(1, 11))
 
 
-# Labels that name a task, not a change of flags: default flags on the velocity-masked task (--mask-velocity).
-TASK_LABELS = {"", "masked"}
+# Labels that name a task, not a change of flags, and the flags that make the task: default flags on the
+# velocity-masked task (--mask-velocity).
+TASK_FLAGS = {"": [], "masked": ["--mask-velocity"]}
+TASK_LABELS = set(TASK_FLAGS)
 
 
 def write_tables(script: str, results: list[dict], window: int) -> None:
@@ -680,21 +728,20 @@ def main() -> None:
         # A stored run without the evaluation asked for is run again (same seed, same curve, now with its eval).
         done = {run_key(r) for r in results if r.get("eval_returns") or not options.eval_episodes}
         todo = [
-            (env_id, budget, seed)
-            for env_id, budget, seed in planned_runs(options)
-            if options.rerun or (env_id, seed, options.label, budget) not in done
+            (env_id, budget, seed, label, flags)
+            for env_id, budget, seed, label, flags in planned_runs(options)
+            if options.rerun or (env_id, seed, label, budget) not in done
         ]
         skipped = len(planned_runs(options)) - len(todo)
         if skipped:
             print(f"{skipped} run(s) already in {json_path.name}, not run again (--rerun to repeat them)")
         lock = threading.Lock()
 
-        def run_and_save(env_id: str, budget: int | None, seed: int) -> None:
-            flags = options.extra + (["--total-timesteps", str(budget)] if options.suite and budget else [])
+        def run_and_save(env_id: str, budget: int | None, seed: int, label: str, flags: list[str]) -> None:
             if options.eval_episodes:
-                flags += ["--save-model", "--eval-episodes", str(options.eval_episodes)]
+                flags = flags + ["--save-model", "--eval-episodes", str(options.eval_episodes)]
             result = run_one(options.script, env_id, seed, flags)
-            result.update(label=options.label, jobs=options.jobs, budget=budget)
+            result.update(label=label, jobs=options.jobs, budget=budget)
             eval_text = f", eval {eval_score(result):.1f}" if result["eval_returns"] else ""
             with lock:  # saved at once, so a stopped benchmark keeps every finished run
                 stored = next((r for r in results if run_key(r) == run_key(result)), None)

@@ -37,10 +37,10 @@ def test_each_anchor_comparison_follows_the_rule_on_the_stored_runs(script):
     checked = 0
     for suite, entries in run.SUITES[script].items():
         for entry in entries:
-            runs = groups.get((entry.env_id, "", entry.budget))
+            runs = groups.get((entry.env_id, entry.label, entry.budget))
             if not runs or not entry.anchors:
                 continue
-            cells = rows[(suite, entry.env_id, run.short_budget(entry.budget), "default")]
+            cells = rows[(suite, entry.env_id, run.short_budget(entry.budget), entry.label or "default")]
             assert cells[4] == str(len(runs)), f"{entry.env_id}: the table's seed count is not the stored one"
             intervals = run.row_intervals(runs)
             if intervals["train"] is not None:

@@ -164,3 +164,20 @@ def test_a_speed_table_shows_each_side_s_returns_as_an_iqm_with_its_interval_and
     interval = run.stats.format_interval(*run.stats.intervals([-400.0, -420.0, -100.0])["iqm"])
     assert f"| {interval} (3 seeds) | -400, -420, -100 | 1.00x |" in ours
     assert "| 50 ± 0 | 7.00 (1 seed) | 7.00 | 2.00x |" in theirs
+
+
+def test_a_suite_entry_with_a_task_label_runs_that_task_and_holds_it_to_its_target(bench, monkeypatch):
+    anchor = run.Anchor("RL Zoo", 500, "RecurrentPPO 500 (evaluated)", True)
+    monkeypatch.setitem(
+        run.SUITES["ppo"], "masked", [run.SuiteEnv("CartPole-v1", 500_000, ">= 475", [anchor], "masked")]
+    )
+    results = bench("--suite", "discrete", "masked", "--seeds", "1", "2")
+    masked_calls = [extra for env_id, _, extra in bench.calls if "--mask-velocity" in extra]
+    assert len(masked_calls) == 2 and all("500000" in extra for extra in masked_calls)
+    assert sorted({r["label"] for r in results if r["env_id"] == "CartPole-v1"}) == ["", "masked"]
+    rows = (bench.tmp_path / "results" / "ppo_suites.md").read_text().splitlines()
+    # Each task is a row under its own entry only, held to that entry's target and compared with its anchors.
+    [masked_row] = [row for row in rows if "| CartPole-v1 |" in row and "| masked |" in row]
+    [default_row] = [row for row in rows if "| CartPole-v1 |" in row and "| default |" in row]
+    assert masked_row.startswith("| masked |") and ">= 475" in masked_row and "RecurrentPPO 500" in masked_row
+    assert default_row.startswith("| discrete |") and ">= 490" in default_row and "RecurrentPPO" not in default_row
