@@ -104,3 +104,16 @@ def test_no_growth_past_the_rewrite(name):
     code_ceiling, path_ceiling = NOT_YET_WITHIN[name]
     assert code <= code_ceiling, f"{name}.py has {code} code lines, {code_ceiling} after the rewrite"
     assert reading_path <= path_ceiling, f"{name}.py: {reading_path} lines to the end of main(), {path_ceiling} before"
+
+
+def test_the_readme_states_each_script_s_counts():
+    # README's table of scripts: | `name.py` | what it teaches | code lines (reading path) |
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].endswith(".py`"):
+            rows[cells[0].strip("`")[: -len(".py")]] = cells[2]
+    assert sorted(rows) == sorted(SCRIPTS)
+    for name in SCRIPTS:
+        code, reading_path = counts(name)
+        assert rows[name] == f"{code} ({reading_path})", f"README.md: {name}.py has {code} ({reading_path})"
