@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stats  # noqa: E402
-from run import RESULTS, ROOT, WORK, read_scalars, update_readme  # noqa: E402
+from run import RESULTS, ROOT, WORK, interval_text, read_scalars, row_intervals, update_readme  # noqa: E402
 
 
 def start_script(script: str, flags: list[str]) -> tuple[subprocess.Popen, Path]:
@@ -88,10 +88,9 @@ def comparison_table(title: str, results: dict[str, list[dict]], ratio_header: s
     for name, runs in results.items():
         sps = [r["sps"] for r in runs]
         finals = [r["final_return"] for r in runs]
-        if len(finals) > 1:
-            returns = f"{stats.format_interval(*stats.intervals(finals)['iqm'])} ({len(finals)} seeds)"
-        else:
-            returns = f"{stats.format_value(finals[0])} (1 seed)"
+        # the benchmark tables' own cell: "IQM [low, high]", or one seed's figure marked "(1 seed)"
+        returns = interval_text(row_intervals(runs), "train", "iqm", runs)
+        returns += f" ({len(runs)} seeds)" if len(runs) > 1 else ""
         per_round = ", ".join(stats.format_value(value) for value in finals)
         lines.append(
             f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {returns} | {per_round} "

@@ -449,8 +449,9 @@ def format_suite_table(script: str, results: list[dict], window: int) -> str:
             for (_, label, _), runs in sorted(matching):
                 intervals = row_intervals(runs)
                 # The target and the anchors are for the entry's task; another task's row is not held to them.
-                target = entry.target if label == entry.label else "-"
-                anchors = "; ".join(anchor_text(a, intervals) for a in entry.anchors) if label == entry.label else ""
+                own_task = label == entry.label
+                target = entry.target if own_task else "-"
+                anchors = "; ".join(anchor_text(a, intervals) for a in entry.anchors) if own_task else ""
                 rows.append(
                     f"| {suite} | {entry.env_id} | {short_budget(entry.budget)} | {label or 'default'} | {len(runs)} "
                     f"| {interval_text(intervals, 'train', 'iqm', runs)} "
@@ -727,12 +728,13 @@ def main() -> None:
     if not options.table_only:
         # A stored run without the evaluation asked for is run again (same seed, same curve, now with its eval).
         done = {run_key(r) for r in results if r.get("eval_returns") or not options.eval_episodes}
+        planned = planned_runs(options)
         todo = [
             (env_id, budget, seed, label, flags)
-            for env_id, budget, seed, label, flags in planned_runs(options)
+            for env_id, budget, seed, label, flags in planned
             if options.rerun or (env_id, seed, label, budget) not in done
         ]
-        skipped = len(planned_runs(options)) - len(todo)
+        skipped = len(planned) - len(todo)
         if skipped:
             print(f"{skipped} run(s) already in {json_path.name}, not run again (--rerun to repeat them)")
         lock = threading.Lock()
