@@ -15,7 +15,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stats  # noqa: E402
-from run import RESULTS, ROOT, WORK, interval_text, read_scalars, row_intervals, update_readme  # noqa: E402
+from run import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    WORK,
+    interval_text,
+    machine,
+    machine_text,
+    read_scalars,
+    row_intervals,
+    update_readme,
+)
 
 
 def start_script(script: str, flags: list[str]) -> tuple[subprocess.Popen, Path]:
@@ -76,8 +86,8 @@ def parse_options(description: str, rounds: int, total_timesteps: int, env_id: s
 def comparison_table(title: str, results: dict[str, list[dict]], ratio_header: str, ratio, window: int = 10) -> str:
     """Markdown table, one row per side: steps/sec (mean ± std over rounds), the final return of each round
     with their IQM and 95% interval (the project's rule for every return it shows), and ratio(mean steps/sec
-    of the row) under ratio_header. The rounds are short runs: their returns show that both sides learn
-    alike, they are not learning results."""
+    of the row) under ratio_header, then the machine it ran on (speed ratios move between CPUs). The rounds
+    are short runs: their returns show that both sides learn alike, they are not learning results."""
     lines = [
         title,
         "",
@@ -96,6 +106,7 @@ def comparison_table(title: str, results: dict[str, list[dict]], ratio_header: s
             f"| {name} | {np.mean(sps):,.0f} ± {np.std(sps):,.0f} | {returns} | {per_round} "
             f"| {ratio(np.mean(sps)):.2f}x |"
         )
+    lines += ["", f"Machine: {machine_text(machine())}."]
     return "\n".join(lines) + "\n"
 
 

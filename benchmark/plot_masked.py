@@ -3,11 +3,12 @@
     python benchmark/run.py ppo_gru --env-ids CartPole-v1 Pendulum-v1 --label masked -- --mask-velocity
     python benchmark/run.py ppo --env-ids CartPole-v1 Pendulum-v1 --label masked -- --mask-velocity \
         --total-timesteps 150000
-    python benchmark/plot_masked.py
+    python benchmark/plot_masked.py   # or: python benchmark/run.py all --table-only (every table and plot)
 
 Reads the runs labelled "masked" from benchmark/results/ppo.json and ppo_gru.json (written by
-the two commands above) and draws, per env, each seed faintly and each script's mean over seeds (one per budget)
-(10-episode rolling means) into benchmark/results/masked_ENV.png. Where ppo.json also holds
+the two commands above; a missing file counts as no runs) and draws, per env, each seed faintly
+and each script's mean over seeds (one per budget) (10-episode rolling means) into
+benchmark/results/masked_ENV.png. Where ppo.json also holds
 default-flag runs of that env at the masked runs' budget (e.g. the LunarLander-v3 1M runs of
 `run.py ppo --suite discrete`), they are drawn too, in grey: the same task with the velocities visible.
 """
@@ -32,7 +33,7 @@ def rolling(curve: list) -> tuple[np.ndarray, np.ndarray]:
     return steps[width - 1 :], np.convolve(values, np.ones(width) / width, mode="valid")
 
 
-def main() -> None:
+def main(results: Path = RESULTS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +41,8 @@ def main() -> None:
 
     runs, visible = [], []
     for script in ["ppo", "ppo_gru"]:
-        stored = json.loads((RESULTS / f"{script}.json").read_text())
+        path = results / f"{script}.json"
+        stored = json.loads(path.read_text()) if path.exists() else []
         runs += [r for r in stored if r.get("label") == "masked"]
         if script == "ppo":
             visible = [dict(r, script="ppo (velocities visible)") for r in stored if r.get("label", "") == ""]
@@ -75,9 +77,9 @@ def main() -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(RESULTS / f"masked_{env_id}.png", dpi=90)
+        fig.savefig(results / f"masked_{env_id}.png", dpi=90)
         plt.close(fig)
-        print(f"wrote {RESULTS / f'masked_{env_id}.png'}")
+        print(f"wrote {results / f'masked_{env_id}.png'}")
 
 
 if __name__ == "__main__":

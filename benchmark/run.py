@@ -399,7 +399,10 @@ def jobs_mark(runs: list[dict]) -> str:
 def with_footnotes(rows: list[str], results: list[dict]) -> str:
     """The table's lines, the footnote that explains jobs_mark when any run has it, and the machines."""
     if jobs_mark(results):
-        rows.append("\n\\* two runs at a time on the 2 cores (`--jobs 2`): steps/sec is lower than alone.")
+        rows.append(
+            "\n\\* two runs at a time on the 2 cores (`--jobs 2`, or two benchmarks side by side): "
+            "steps/sec is lower than alone."
+        )
     episodes = sorted({len(r["eval_returns"]) for r in results if r.get("eval_returns")})
     if episodes:
         rows.append(f"\nSaved model: each seed's final model played for {'/'.join(map(str, episodes))} episodes.")
@@ -694,6 +697,9 @@ def main() -> None:
                 results = json.loads(json_path.read_text())
                 rebuild(json_path.stem, results, stored_window(results) or 10)
         write_headlines()
+        import plot_masked  # it imports run.py's names, so it is imported here, not at the top
+
+        plot_masked.main(RESULTS)
         return
     if not (ROOT / f"{options.script}.py").exists():
         parser.error(f"no script {options.script}.py at {ROOT}")

@@ -142,17 +142,21 @@ def test_the_suite_table_states_where_each_interval_lies_against_its_anchors(ben
     assert "490 ± 6: **level**" in cartpole and "(v2, 1M, evaluated): **ahead**" in lunar
 
 
-def test_all_with_table_only_rebuilds_every_script_from_its_stored_runs(bench, monkeypatch):
+def test_all_with_table_only_rebuilds_every_table_and_plot_from_the_stored_runs(bench, monkeypatch):
     bench("--env-ids", "CartPole-v1", "--seeds", "1", "2")
+    bench("--env-ids", "CartPole-v1", "--seeds", "1", "--label", "masked", "--", "--mask-velocity")
+    calls = list(bench.calls)
     (bench.tmp_path / "results" / "ppo.md").unlink()
     monkeypatch.setattr(sys, "argv", ["run.py", "all", "--table-only"])
     run.main()
     assert "| CartPole-v1 | default | 1,000 | 2 |" in (bench.tmp_path / "results" / "ppo.md").read_text()
-    assert bench.calls == [("CartPole-v1", 1, ("--save-model", "--eval-episodes", "20")),
-                           ("CartPole-v1", 2, ("--save-model", "--eval-episodes", "20"))]  # fmt: skip
+    assert (bench.tmp_path / "results" / "masked_CartPole-v1.png").stat().st_size > 0  # plot_masked's figure
+    evaluated = ("--save-model", "--eval-episodes", "20")
+    assert bench.calls == calls == [("CartPole-v1", 1, evaluated), ("CartPole-v1", 2, evaluated),
+                                    ("CartPole-v1", 1, ("--mask-velocity", *evaluated))]  # fmt: skip
 
 
-def test_a_speed_table_shows_each_side_s_returns_as_an_iqm_with_its_interval_and_seeds():
+def test_a_speed_table_shows_each_side_s_returns_as_an_iqm_with_its_interval_and_seeds_and_its_machine():
     import interleaved
 
     results = {
@@ -164,6 +168,7 @@ def test_a_speed_table_shows_each_side_s_returns_as_an_iqm_with_its_interval_and
     interval = run.stats.format_interval(*run.stats.intervals([-400.0, -420.0, -100.0])["iqm"])
     assert f"| {interval} (3 seeds) | -400, -420, -100 | 1.00x |" in ours
     assert "| 50 ± 0 | 7.00 (1 seed) | 7.00 | 2.00x |" in theirs
+    assert table.splitlines()[-1] == f"Machine: {run.machine_text(run.machine())}."
 
 
 def test_a_suite_entry_with_a_task_label_runs_that_task_and_holds_it_to_its_target(bench, monkeypatch):
